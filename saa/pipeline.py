@@ -1,0 +1,334 @@
+"""The SAA+ pipeline (SPEC §3): object stage -> defect candidates -> SAM -> saliency -> re-scoring
+-> top-K fusion.
+
+``SAAPipeline.from_config(cfg).predict(image, category)`` returns a :class:`Prediction` holding the
+anomaly map (at ``out_size`` and at the image size), the saliency map, the object boxes/masks and
+every candidate region with the reason it was dropped, if it was.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from . import regularization as R
+from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
+from .image_io import as_rgb_uint8, read_rgb
+from .saliency import visual_saliency
+
+log = logging.getLogger(__name__)
+
+# why a candidate region was dropped
+DROP_AREA = "area"  # box (or mask) area outside the allowed window
+DROP_PHRASE = "phrase"  # decoded phrase names the object (filter phrase)
+DROP_TOP_K = "top_k"  # not among the K highest re-scored regions
+
+
+@dataclass
+class Candidate:
+    """One detector box that passed the score threshold, and what became of it."""
+
+    stage: str  # "object" or "defect"
+    prompt_index: int  # which caption of the stage (0-based)
+    caption: str  # caption as sent to the detector
+    filter: Optional[str]  # filter phrase of that caption (None for the object stage)
+    query: int  # detector query index
+    box_cxcywh: list[float]  # normalised
+    box_xyxy: list[float]  # pixels of the original image
+    score: float  # detector score (max token probability)
+    phrase: str  # decoded phrase
+    area: float  # normalised box area w*h
+    mask_area: Optional[float] = None  # mask area / image area (when a mask was made)
+    rescored: Optional[float] = None  # p * exp(gamma * mean saliency)
+    kept: bool = False
+    dropped: Optional[str] = None  # DROP_* reason, None when kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Prediction:
+    """Everything the pipeline computed for one image."""
+
+    category: str
+    anomaly_map: np.ndarray  # (out_size, out_size) float32
+    anomaly_map_full: np.ndarray  # (H, W) float32
+    saliency: np.ndarray  # (H, W) float32
+    object_boxes: np.ndarray  # (N, 4) pixel xyxy of kept object boxes
+    object_masks: np.ndarray  # (N, H, W) bool
+    candidates: list[Candidate]  # object and defect candidates, in detector order
+    kept_masks: np.ndarray  # (K, H, W) bool masks of the kept defect regions
+    object_area: float
+    defect_max_area: float
+    saliency_branch: str
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    trace: dict[str, Any] = field(default_factory=dict)  # intermediates when predict(trace=True)
+
+    @property
+    def score(self) -> float:
+        """Image score before any per-category normalisation: max of the map."""
+        return float(self.anomaly_map.max()) if self.anomaly_map.size else 0.0
+
+    @property
+    def defects(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.stage == "defect"]
+
+    @property
+    def kept(self) -> list[Candidate]:
+        return [c for c in self.defects if c.kept]
+
+    def regions_dict(self) -> dict[str, Any]:
+        """JSON-ready description of the regions (what ``saa predict`` writes)."""
+        return {
+            "category": self.category,
+            "image_size": list(self.anomaly_map_full.shape),
+            "out_size": int(self.anomaly_map.shape[0]),
+            "score": self.score,
+            "object_area": self.object_area,
+            "defect_max_area": self.defect_max_area,
+            "saliency_branch": self.saliency_branch,
+            "object_boxes": self.object_boxes.tolist(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "timings_s": self.timings,
+            "notes": self.notes,
+        }
+
+
+def _f(x) -> float:
+    return float(x.item() if isinstance(x, torch.Tensor) else x)
+
+
+class SAAPipeline:
+    """Grounding DINO + SAM + saliency, regularised by the category's hybrid prompts."""
+
+    def __init__(self, config: SaaConfig, detector=None, refiner=None, extractor=None):
+        from .models.checkpoints import resolve_device
+
+        self.config = config
+        self.behaviour: ResolvedBehaviour = config.resolved_behaviour()
+        self.device = resolve_device(config.models.device)
+        self._detector, self._refiner, self._extractor = detector, refiner, extractor
+
+    @classmethod
+    def from_config(cls, config: Union[SaaConfig, str, Path], overrides=()) -> "SAAPipeline":
+        if not isinstance(config, SaaConfig):
+            config = load_config(config, overrides)
+        return cls(config)
+
+    # ------------------------------------------------------------ models (lazy)
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .models.grounding import GroundingDetector
+
+            g = self.config.models.grounding
+            self._detector = GroundingDetector(self.config.resolve_path(g.config),
+                                               self.config.resolve_path(g.checkpoint),
+                                               self.config.resolve_path(g.text_encoder), self.device)
+        return self._detector
+
+    @property
+    def refiner(self):
+        if self._refiner is None:
+            from .models.sam import BoxRefiner
+
+            self._refiner = BoxRefiner(self.config.resolve_path(self.config.models.sam.checkpoint), self.device)
+        return self._refiner
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            from .models.features import FeatureExtractor
+
+            s = self.config.models.saliency
+            ckpt = s.checkpoint if str(s.checkpoint).startswith("package:") else self.config.resolve_path(s.checkpoint)
+            self._extractor = FeatureExtractor(s.backbone, ckpt, s.stages, self.device)
+        return self._extractor
+
+    def load_models(self) -> "SAAPipeline":
+        """Load all three models now (otherwise they load on first use)."""
+        _ = self.detector, self.refiner, self.extractor
+        return self
+
+    # ------------------------------------------------------------ stages
+    def _propose(self, stage: str, prompts: list[tuple[str, Optional[str]]], min_area, max_area,
+                 width: int, height: int, candidates: list[Candidate], trace: Optional[dict]):
+        """Detector calls for one stage; returns (boxes cxcywh of survivors, their scores, their
+        candidate records, largest surviving box area)."""
+        g = self.config.models.grounding
+        use_box_area = self.behaviour.area_rule == "boxes"
+        kept_boxes, kept_scores, kept_cands = [], [], []
+        largest = None
+        for pi, (caption, filt) in enumerate(prompts):
+            out = self.detector.detect(caption)
+            scores = R.box_scores(out.token_probs)
+            areas = R.box_areas(out.boxes)
+            ok_score = R.score_mask(scores, g.box_threshold)
+            ok_area = R.area_mask(areas, min_area, max_area) if use_box_area else torch.ones_like(ok_score)
+            if trace is not None:
+                trace.setdefault("dino_calls", []).append(
+                    {"stage": stage, "caption": out.caption, "input_ids": out.input_ids,
+                     "boxes": out.boxes.numpy(), "token_probs": out.token_probs[:, :len(out.input_ids)].numpy()})
+            idx = torch.nonzero(ok_score, as_tuple=True)[0].tolist()
+            survivors = []
+            xyxy = R.to_pixel_xyxy(out.boxes[idx], width, height) if idx else torch.zeros(0, 4)
+            for j, q in enumerate(idx):
+                phrase = self.detector.phrase(out.token_probs[q], out.input_ids, g.text_threshold)
+                c = Candidate(stage=stage, prompt_index=pi, caption=out.caption, filter=filt, query=q,
+                              box_cxcywh=out.boxes[q].tolist(), box_xyxy=xyxy[j].tolist(),
+                              score=_f(scores[q]), phrase=phrase, area=_f(areas[q]))
+                candidates.append(c)
+                if not bool(ok_area[q]):
+                    c.dropped = DROP_AREA
+                elif R.phrase_filtered(phrase, filt):
+                    c.dropped = DROP_PHRASE
+                else:
+                    survivors.append(q)
+                    kept_cands.append(c)
+            if survivors:
+                kept_boxes.append(out.boxes[survivors])
+                kept_scores.extend(_f(scores[q]) for q in survivors)
+                a = areas[survivors].max()
+                if largest is None or a > largest:
+                    largest = a
+        boxes = torch.cat(kept_boxes) if kept_boxes else torch.zeros(0, 4)
+        return boxes, np.asarray(kept_scores, dtype=np.float64), kept_cands, largest
+
+    def _segment(self, boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
+        xyxy = R.to_pixel_xyxy(boxes, width, height)
+        return self.refiner.masks(xyxy)
+
+    # ------------------------------------------------------------ predict
+    @torch.no_grad()
+    def predict(self, image: Union[np.ndarray, str, Path], category: Union[str, CategoryConfig],
+                *, category_name: Optional[str] = None, trace: bool = False) -> Prediction:
+        """Run SPEC §3 on one image (an RGB uint8 array or a file path)."""
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
+        if isinstance(category, CategoryConfig):
+            cat, name = category, category_name or "custom"
+            prompts = [(c.replace("{c}", name), f.replace("{c}", name))
+                       for c, f in [tuple(p) for p in self.config.general_prompts]] + [tuple(p) for p in cat.prompts]
+        else:
+            cat, name = self.config.category(category), category
+            prompts = self.config.language_prompts(category)
+        b = self.behaviour
+        height, width = rgb.shape[:2]
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        tr: Optional[dict] = {} if trace else None
+        candidates: list[Candidate] = []
+
+        t0 = time.perf_counter()
+        self.detector.set_image(rgb)
+        timings["detector_backbone"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.refiner.set_image(bgr if b.sam_color_order == "bgr" else rgb)
+        timings["sam_encoder"] = time.perf_counter() - t0
+
+        try:
+            # --- object stage (SPEC §3.3)
+            t0 = time.perf_counter()
+            obj_boxes, _, obj_cands, largest = self._propose(
+                "object", [(cat.object, None)], 0.0, cat.object_max_area, width, height, candidates, tr)
+            timings["detector_object"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            obj_masks = self._segment(obj_boxes, width, height) if len(obj_boxes) else np.zeros((0, height, width), bool)
+            if b.area_rule == "masks" and len(obj_masks):
+                fr = R.mask_area_fractions(obj_masks)
+                keep = R.mask_area_keep(fr, 0.0, cat.object_max_area)
+                for c, f, k in zip(obj_cands, fr, keep):
+                    c.mask_area = float(f)
+                    if not k:
+                        c.dropped = DROP_AREA
+                obj_masks, obj_boxes = obj_masks[keep], obj_boxes[torch.from_numpy(keep)]
+                obj_cands = [c for c, k in zip(obj_cands, keep) if k]
+                largest = torch.tensor(float(fr[keep].max()), dtype=torch.float32) if keep.any() else None
+            elif len(obj_masks):
+                for c, m in zip(obj_cands, R.mask_area_fractions(obj_masks)):
+                    c.mask_area = float(m)
+            for c in obj_cands:
+                c.kept = True
+            timings["sam_object"] = time.perf_counter() - t0
+            object_area = R.largest_area(torch.zeros(0)) if largest is None else largest
+            if largest is None:
+                notes.append("no object box survived: object_area = 1.0")
+            max_area = R.defect_max_area(object_area, cat.area_ratio)
+
+            # --- defect candidates (SPEC §3.4)
+            t0 = time.perf_counter()
+            def_boxes, def_scores, def_cands, _ = self._propose(
+                "defect", prompts, 0.0, max_area, width, height, candidates, tr)
+            timings["detector_defect"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            def_masks = self._segment(def_boxes, width, height) if len(def_boxes) else np.zeros((0, height, width), bool)
+            fr = R.mask_area_fractions(def_masks)
+            for c, f in zip(def_cands, fr):
+                c.mask_area = float(f)
+            if b.area_rule == "masks" and len(def_masks):
+                keep = R.mask_area_keep(fr, 0.0, max_area)
+                for c, k in zip(def_cands, keep):
+                    if not k:
+                        c.dropped = DROP_AREA
+                def_masks, def_scores = def_masks[keep], def_scores[keep]
+                def_cands = [c for c, k in zip(def_cands, keep) if k]
+            timings["sam_defect"] = time.perf_counter() - t0
+
+            # --- saliency (SPEC §3.6)
+            t0 = time.perf_counter()
+            sal_img = bgr if b.saliency_color_order == "bgr" else rgb
+            n_objects = cat.n_objects
+            sal = visual_saliency(sal_img, obj_masks, n_objects, self.extractor, neighbors=b.saliency_neighbors,
+                                  n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size)
+            if sal.note:
+                notes.append(sal.note)
+            timings["saliency"] = time.perf_counter() - t0
+
+            # --- re-scoring, top-K, fusion (SPEC §3.7)
+            t0 = time.perf_counter()
+            kept_idx = np.zeros(0, dtype=int)
+            if len(def_cands):
+                rescored = R.rescore(def_scores, def_masks, sal.map, b.rescore_gamma)
+                kept_idx = R.top_k(rescored, cat.k_mask)
+                for c, s in zip(def_cands, rescored):
+                    c.rescored = float(s)
+                    c.dropped = DROP_TOP_K
+                for i in kept_idx:
+                    def_cands[i].kept, def_cands[i].dropped = True, None
+                full = R.fuse(def_masks, rescored, kept_idx, b.fusion_delta, (height, width))
+            else:
+                rescored = np.zeros(0)
+                full = np.zeros((height, width), dtype=np.float64)
+                notes.append("no defect candidate survived: the anomaly map is all zeros")
+            out_map = R.resize_map(full, self.config.out_size)
+            timings["fusion"] = time.perf_counter() - t0
+        finally:
+            self.detector.reset_image()
+            self.refiner.reset_image()
+
+        if tr is not None:
+            tr.update(object_masks=obj_masks, defect_masks=def_masks, defect_scores=def_scores,
+                      rescored=rescored, topk=kept_idx, saliency=sal.map, anomaly_map_f64=out_map)
+        return Prediction(
+            category=name,
+            anomaly_map=np.nan_to_num(out_map.astype(np.float32)),
+            anomaly_map_full=np.nan_to_num(full.astype(np.float32)),
+            saliency=np.nan_to_num(np.asarray(sal.map, dtype=np.float32)),
+            object_boxes=R.to_pixel_xyxy(obj_boxes, width, height).numpy() if len(obj_boxes) else np.zeros((0, 4), np.float32),
+            object_masks=obj_masks,
+            candidates=candidates,
+            kept_masks=def_masks[kept_idx] if len(kept_idx) else np.zeros((0, height, width), bool),
+            object_area=_f(object_area),
+            defect_max_area=_f(max_area),
+            saliency_branch=sal.branch,
+            timings=timings,
+            notes=notes,
+            trace=tr or {},
+        )
