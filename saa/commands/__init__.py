@@ -1,0 +1,17 @@
+"""Sub-commands of the ``saa`` CLI (see :mod:`saa.cli`)."""
+
+
+def add_config_args(p, config_required: bool = True) -> None:
+    """The options every model-running command shares."""
+    p.add_argument("--config", required=config_required, metavar="YAML",
+                   help="config file, e.g. configs/mvtec.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set models.device=cuda (repeatable)")
+    p.add_argument("--device", default=None, help="shortcut for --set models.device=DEVICE")
+
+
+def overrides_of(args) -> list[str]:
+    ov = list(args.overrides)
+    if getattr(args, "device", None):
+        ov.append(f"models.device={args.device}")
+    return ov

@@ -1,0 +1,65 @@
+"""``saa predict``: anomaly maps for a few images of one category."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import add_config_args, overrides_of
+
+log = logging.getLogger("saa.predict")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="anomaly maps for image files",
+        description="Run the pipeline on image files of one category and write, per image, "
+                    "<stem>.npy (map at out_size, float32), <stem>_saliency.npy (saliency at the image size), "
+                    "<stem>.json (every candidate region and why it was kept or dropped) and <stem>_overlay.png.")
+    add_config_args(p)
+    p.add_argument("--category", required=True, help="category key of the config (e.g. bottle)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..errors import ImageReadError
+    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
+    from ..pipeline import SAAPipeline
+    from ..visualize import prediction_overlay
+
+    cfg = load_config(args.config, overrides_of(args))
+    cfg.category(args.category)  # fail early on an unknown category
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = SAAPipeline(cfg).load_models()
+    stems: set[str] = set()
+    failed = []
+    for path in args.images:
+        try:
+            rgb = read_rgb(path)
+        except ImageReadError as e:
+            log.error("%s (skipped)", e)
+            failed.append(path)
+            continue
+        stem = Path(path).stem
+        if stem in stems:  # two inputs with the same stem: keep both results
+            stem = f"{stem}_{len(stems)}"
+        stems.add(stem)
+        pred = pipe.predict(rgb, args.category)
+        atomic_save_npy(out / f"{stem}.npy", pred.anomaly_map.astype(np.float32))
+        atomic_save_npy(out / f"{stem}_saliency.npy", pred.saliency.astype(np.float32))
+        info = pred.regions_dict()
+        info["image"] = str(path)
+        atomic_write_text(out / f"{stem}.json", json.dumps(info, indent=1))
+        atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
+        print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
+              f"{len(pred.defects)} candidates -> {out / stem}.npy")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
+        return 1
+    return 0
