@@ -110,7 +110,8 @@ def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
                     n: int = 400, single_size: int = 256, multi_size: int = 1024) -> SaliencyResult:
     """Saliency map of ``image`` (uint8 H x W x 3, in the colour order the preset feeds the CNN)."""
     height, width = image.shape[:2]
-    if n_objects > 1:
+    present = int(sum(bool(m.any()) for m in object_masks))
+    if n_objects > 1 and present >= 2:
         big = cv2.resize(image, (multi_size, multi_size))
         feats = extractor(big, multi_size)
         gh, gw = feats.shape[-2:]
@@ -119,8 +120,10 @@ def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
         scores = cross_object_saliency(feats, grid)
         if scores is not None:
             return SaliencyResult(cv2.resize(scores, (width, height)), "multi")
-        note = (f"multi-object saliency needs at least 2 object masks, found "
-                f"{int(sum(g.any() for g in grid))}; fell back to single-object saliency")
+        present = int(sum(bool(g.any()) for g in grid))
+    if n_objects > 1:
+        note = (f"multi-object saliency needs at least 2 object masks, found {present}; "
+                f"fell back to single-object saliency")
         log.warning(note)
     else:
         note = ""
