@@ -80,7 +80,7 @@ def test_single_object_category(pipelines, tmp_path):
 
 
 def test_multi_object_category(pipelines, tmp_path):
-    img = real_image("visa_pcb_samples__*/**/*.JPG", tmp_path)
+    img = real_image("visa_pcb_samples__*/pcb1/defective.jpg", tmp_path)
     p = pipelines["visa"]
     pred = p.predict(img, "candle")  # n_objects = 4 -> multi-object saliency or logged fallback
     check_prediction(pred, cv2.imread(str(img)).shape)
