@@ -267,6 +267,9 @@ class ModelsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: Annotated[str, AfterValidator(_check_device)] = "cpu"
+    #: Numeric precision on CUDA: fp32 (exact, default), tf32 (TF32 matmuls), bf16 / fp16 (autocast).
+    #: Ignored on the CPU, which always computes in fp32.
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
     #: Relative model paths are resolved against this folder (itself relative to the CWD).
     #: When the config does not set it, ``$SAA_WEIGHTS_DIR`` or ``weights`` is used.
     weights_dir: NonEmptyStr = Field(default_factory=_default_weights_dir)

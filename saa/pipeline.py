@@ -19,7 +19,7 @@ import torch
 from . import regularization as R
 from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
 from .image_io import as_rgb_uint8, read_rgb
-from .saliency import visual_saliency
+from .saliency import cross_object_saliency, self_similarity_saliency, visual_saliency
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class SAAPipeline:
         self.behaviour: ResolvedBehaviour = config.resolved_behaviour()
         self.device = resolve_device(config.models.device)
         self._detector, self._refiner, self._extractor = detector, refiner, extractor
+        # scoring functions of the saliency prompt (saa.baseline has the straightforward ones)
+        self.single_saliency = self_similarity_saliency
+        self.multi_saliency = cross_object_saliency
 
     @classmethod
     def from_config(cls, config: Union[SaaConfig, str, Path], overrides=()) -> "SAAPipeline":
@@ -205,11 +208,26 @@ class SAAPipeline:
         xyxy = R.to_pixel_xyxy(boxes, width, height)
         return self.refiner.masks(xyxy)
 
+    def _precision(self):
+        """Autocast context for the configured precision (CUDA only; fp32 = exact)."""
+        import contextlib
+
+        p = self.config.models.precision
+        if self.device.type != "cuda" or p in ("fp32", "tf32"):
+            if self.device.type == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
+                torch.backends.cudnn.allow_tf32 = p == "tf32"
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
     # ------------------------------------------------------------ predict
-    @torch.no_grad()
-    def predict(self, image: Union[np.ndarray, str, Path], category: Union[str, CategoryConfig],
-                *, category_name: Optional[str] = None, trace: bool = False) -> Prediction:
+    def predict(self, image, category, *, category_name=None, trace: bool = False) -> "Prediction":
         """Run SPEC §3 on one image (an RGB uint8 array or a file path)."""
+        with torch.no_grad(), self._precision():
+            return self._predict(image, category, category_name=category_name, trace=trace)
+
+    def _predict(self, image: Union[np.ndarray, str, Path], category: Union[str, CategoryConfig],
+                 *, category_name: Optional[str] = None, trace: bool = False) -> Prediction:
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
         if isinstance(category, CategoryConfig):
             cat, name = category, category_name or "custom"
@@ -286,7 +304,8 @@ class SAAPipeline:
             sal_img = bgr if b.saliency_color_order == "bgr" else rgb
             n_objects = cat.n_objects
             sal = visual_saliency(sal_img, obj_masks, n_objects, self.extractor, neighbors=b.saliency_neighbors,
-                                  n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size)
+                                  n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
+                                  single_fn=self.single_saliency, multi_fn=self.multi_saliency)
             if sal.note:
                 notes.append(sal.note)
             timings["saliency"] = time.perf_counter() - t0

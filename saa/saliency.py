@@ -26,7 +26,7 @@ def _flat(features: torch.Tensor) -> torch.Tensor:
         if features.shape[0] != 1:
             raise ValueError("one image at a time")
         features = features[0]
-    return features.reshape(features.shape[0], -1)
+    return features.float().reshape(features.shape[0], -1)  # autocast may hand in bf16/fp16
 
 
 def self_similarity_saliency(features: torch.Tensor, n: int = 400, neighbors: Neighbors = "farthest",
@@ -107,8 +107,11 @@ class SaliencyResult:
 
 def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
                     extractor: Callable[[np.ndarray, int], torch.Tensor], *, neighbors: Neighbors = "farthest",
-                    n: int = 400, single_size: int = 256, multi_size: int = 1024) -> SaliencyResult:
+                    n: int = 400, single_size: int = 256, multi_size: int = 1024,
+                    single_fn=None, multi_fn=None) -> SaliencyResult:
     """Saliency map of ``image`` (uint8 H x W x 3, in the colour order the preset feeds the CNN)."""
+    single_fn = single_fn or self_similarity_saliency
+    multi_fn = multi_fn or cross_object_saliency
     height, width = image.shape[:2]
     present = int(sum(bool(m.any()) for m in object_masks))
     if n_objects > 1 and present >= 2:
@@ -117,7 +120,7 @@ def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
         gh, gw = feats.shape[-2:]
         grid = np.stack([cv2.resize(m.astype(np.int32), (gw, gh), interpolation=cv2.INTER_NEAREST) > 0
                          for m in object_masks]) if len(object_masks) else np.zeros((0, gh, gw), bool)
-        scores = cross_object_saliency(feats, grid)
+        scores = multi_fn(feats, grid)
         if scores is not None:
             return SaliencyResult(cv2.resize(scores, (width, height)), "multi")
         present = int(sum(bool(g.any()) for g in grid))
@@ -129,5 +132,5 @@ def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
         note = ""
     small = cv2.resize(image, (single_size, single_size))
     feats = extractor(small, single_size)
-    heat = self_similarity_saliency(feats, n=n, neighbors=neighbors)
+    heat = single_fn(feats, n=n, neighbors=neighbors)
     return SaliencyResult(cv2.resize(heat, (width, height)), "single", note)

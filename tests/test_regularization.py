@@ -188,3 +188,18 @@ def test_visual_saliency_falls_back_to_single_with_warning(caplog):
     assert res.map.shape == (40, 60)
     assert calls == [32]  # no wasted multi-object feature pass
     assert any("fell back" in r.message for r in caplog.records)
+
+
+def test_fast_saliency_equals_the_straightforward_schedule():
+    from saa.baseline import cross_object_saliency_loops, self_similarity_saliency_sorted
+
+    rng = np.random.default_rng(3)
+    f = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(1, 16, 12, 12)).astype(np.float32)), dim=1)
+    for nb in ("farthest", "nearest"):
+        np.testing.assert_allclose(self_similarity_saliency(f, n=40, neighbors=nb),
+                                   self_similarity_saliency_sorted(f, n=40, neighbors=nb), atol=1e-6)
+    masks = np.zeros((3, 12, 12), bool)
+    masks[0, :4, :4] = True
+    masks[1, 3:8, 3:9] = True
+    masks[2, 9:, 9:] = True
+    np.testing.assert_allclose(cross_object_saliency(f, masks), cross_object_saliency_loops(f, masks), atol=1e-6)
