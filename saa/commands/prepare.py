@@ -1,0 +1,71 @@
+"""``saa prepare``: convert raw VisA to the 1cls tree; check a dataset folder."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prepare", help="prepare or check a dataset folder",
+                       description="Dataset preparation: `saa prepare visa` converts the raw VisA release "
+                                   "into the 1cls tree that dataset kind visa_public reads; `saa prepare check` "
+                                   "lists what a dataset folder holds and reports layout problems.")
+    ps = p.add_subparsers(dest="prepare_command", metavar="ACTION")
+    pv = ps.add_parser("visa", help="raw VisA release -> <out>/<category>/{train,test,ground_truth} (1cls split)",
+                       description="Copy the images of the VisA 1cls split into <out>/<category>/train/good, "
+                                   "test/good, test/bad and write binarised masks (0/255 PNG) to "
+                                   "ground_truth/bad. Files already up to date are skipped.")
+    pv.add_argument("--raw", required=True, metavar="DIR", help="raw VisA folder (holds candle/, ..., split_csv/)")
+    pv.add_argument("--out", required=True, metavar="DIR",
+                    help="output folder, e.g. ../datasets/VisA_pytorch/1cls (the visa_public root)")
+    pv.add_argument("--split-csv", metavar="FILE", default=None,
+                    help="the 1cls.csv split file (default: <raw>/split_csv/1cls.csv)")
+    pv.add_argument("--categories", nargs="+", metavar="CAT", default=None, help="only these objects")
+    pv.set_defaults(func=run_visa)
+
+    pc = ps.add_parser("check", help="list a dataset's categories and image counts; report problems",
+                       description="Build the dataset exactly as `saa run` would and print one line per category.")
+    pc.add_argument("kind", metavar="KIND", help="mvtec, visa_public, visa_challenge, ksdd2, mtd or folder")
+    pc.add_argument("root", metavar="ROOT", help="dataset root folder")
+    pc.add_argument("--categories", nargs="+", metavar="CAT", default=None, help="only these categories")
+    pc.add_argument("--check-sizes", action="store_true", help="also compare every mask's size with its image's")
+    pc.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="dataset option, e.g. --option split=train for ksdd2 (repeatable; value read as YAML)")
+    pc.set_defaults(func=run_check)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_visa(args) -> int:
+    from ..datasets import prepare_visa
+
+    counts = prepare_visa(args.raw, args.out, split_csv=args.split_csv, categories=args.categories)
+    print(f"VisA 1cls tree in {args.out}: {counts['categories']} categories, "
+          f"{counts['train_good']} train/good, {counts['test_good']} test/good, {counts['test_bad']} test/bad, "
+          f"{counts['masks']} masks ({counts['written']} files written, {counts['unchanged']} unchanged)")
+    print(f"use it with: saa run configs/visa_public.yaml --data-root {args.out}")
+    return 0
+
+
+def _parse_options(items) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"malformed --option {item!r}: expected KEY=VALUE, e.g. split=train")
+        k, v = item.split("=", 1)
+        if not k.strip():
+            raise ConfigError(f"malformed --option {item!r}: empty key")
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+def run_check(args) -> int:
+    from ..datasets import validate_dataset
+
+    for line in validate_dataset(args.kind, args.root, categories=args.categories,
+                                 check_sizes=args.check_sizes, **_parse_options(args.options)):
+        print(line)
+    return 0

@@ -1,0 +1,96 @@
+"""``saa run``: evaluate a config on its dataset (resumable), write metrics tables.
+
+The ``run_*.py`` scripts at the repository root call :func:`main_for` with their config.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+log = logging.getLogger("saa.run")
+
+_DESCRIPTION = (
+    "Run SAA+ on every test image of a dataset (the config's dataset.kind and dataset.root), then "
+    "compute the SPEC metrics per category. Per-image maps are kept under OUT/<category>/maps/, so "
+    "an interrupted run continues where it stopped when started again with the same --out. "
+    "Writes OUT/metrics.csv, metrics.md, metrics.json and config.yaml (and, for visa_challenge, "
+    "the VAND 2023 submission tree under OUT/vand/)."
+)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Every option of ``saa run`` except the config argument."""
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="dataset root folder (default: dataset.root of the config)")
+    p.add_argument("--categories", nargs="+", metavar="CAT", default=None,
+                   help="only these categories (default: every category present under the root)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (shortcut for --set models.device=...)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output folder (default: results/<config file stem>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set out_size=256 (repeatable)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="recompute every image even if its result file exists")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="evaluate a config on its dataset (benchmark run)", description=_DESCRIPTION)
+    p.add_argument("config", metavar="CONFIG", help="config file, e.g. configs/mvtec.yaml")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def default_out_dir(config_path: str | Path) -> Path:
+    return Path("results") / Path(config_path).stem
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..evaluator import evaluate_run
+
+    cfg = load_config(args.config, list(args.overrides))
+    out = Path(args.out) if args.out else default_out_dir(args.config)
+    result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
+                          resume=args.resume, progress=args.progress)
+    totals = result["totals"]
+    print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
+          f"in {result['timings']['total_s']:.1f} s")
+    print(f"results: {out}/metrics.md, metrics.csv, metrics.json, config.yaml; per-image maps in {out}/<category>/maps/")
+    if result.get("vand"):
+        print(f"VAND submission tree: {result['vand']['root']}/{result['vand']['experiment']}/0shot/0/")
+    return 0
+
+
+def main_for(config_path: str | Path, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Entry point of the ``run_*.py`` scripts: ``saa run CONFIG`` with the options in ``argv``."""
+    from ..errors import SaaError
+
+    p = argparse.ArgumentParser(prog=prog, description=f"{_DESCRIPTION} Config: {config_path}.")
+    add_run_options(p)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args.config = str(config_path)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "timm", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not args.debug:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    try:
+        return int(run(args) or 0)
+    except SaaError as e:
+        if args.debug:
+            raise
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted. Results written so far are kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
