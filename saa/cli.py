@@ -31,31 +31,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def execute(func, args, prog: str = "saa") -> int:
+    """Run ``func(args)`` with logging set up from ``--debug``/``--quiet`` and user errors printed
+    as one message (traceback only with ``--debug``). Shared by ``saa`` and the run_*.py scripts."""
+    debug = getattr(args, "debug", False)
+    level = logging.DEBUG if debug else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "timm", "PIL", "matplotlib", "httpx", "gradio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    try:
+        return int(func(args) or 0)
+    except SaaError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted. Results written so far are kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "timm", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if not args.debug:
-        import warnings
-
-        warnings.filterwarnings("ignore")
-    try:
-        return int(args.func(args) or 0)
-    except SaaError as e:
-        if args.debug:
-            raise
-        print(f"saa: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("saa: interrupted. Results written so far are kept; run the same command again to resume.",
-              file=sys.stderr)
-        return 130
+    return execute(args.func, args)
 
 
 if __name__ == "__main__":

@@ -67,30 +67,12 @@ def run(args) -> int:
 
 def main_for(config_path: str | Path, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Entry point of the ``run_*.py`` scripts: ``saa run CONFIG`` with the options in ``argv``."""
-    from ..errors import SaaError
-
     p = argparse.ArgumentParser(prog=prog, description=f"{_DESCRIPTION} Config: {config_path}.")
     add_run_options(p)
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     args.config = str(config_path)
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "timm", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if not args.debug:
-        import warnings
+    from ..cli import execute
 
-        warnings.filterwarnings("ignore")
-    try:
-        return int(run(args) or 0)
-    except SaaError as e:
-        if args.debug:
-            raise
-        print(f"{p.prog}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{p.prog}: interrupted. Results written so far are kept; run the same command again to resume.",
-              file=sys.stderr)
-        return 130
+    return execute(run, args, prog=p.prog)
