@@ -129,3 +129,16 @@ def test_packaged_efficientnet_weights_load_offline():
 def test_network_is_blocked_in_tests():
     with pytest.raises(AssertionError, match="network"):
         socket.create_connection(("example.com", 80), timeout=1)
+
+
+def test_known_checkpoint_name_with_wrong_checksum_is_rejected(tmp_path, tiny_models):
+    import shutil
+
+    fake = tmp_path / "sam_vit_b_01ec64.pth"
+    shutil.copy(tiny_models.sam_checkpoint, fake)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_state_dict(fake, "SAM checkpoint")
+    # the verdict is cached beside the file and reused while the file is unchanged
+    assert (tmp_path / "sam_vit_b_01ec64.pth.sha256").exists()
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_state_dict(fake, "SAM checkpoint")

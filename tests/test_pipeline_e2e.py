@@ -143,3 +143,14 @@ def test_cli_errors_are_clear(tmp_path):
                         "x.png"], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "not found" in r.stderr and "install.sh" in r.stderr
+
+
+def test_no_detection_gives_a_defined_zero_map(tiny_models, tmp_path):
+    img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=128)
+    ov = tiny_config_overrides(tiny_models) + ["models.grounding.box_threshold=1.0"]
+    pred = SAAPipeline(load_config(REPO / "configs" / "mvtec.yaml", ov)).predict(img, "bottle")
+    assert pred.candidates == [] and pred.object_area == 1.0
+    assert pred.defect_max_area == pytest.approx(0.3)
+    assert (pred.anomaly_map == 0).all() and pred.score == 0.0
+    assert np.isfinite(pred.saliency).all()
+    assert any("no object box" in n for n in pred.notes) and any("all zeros" in n for n in pred.notes)

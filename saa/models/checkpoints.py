@@ -30,9 +30,45 @@ def require_dir(path: str | Path, what: str) -> Path:
     return p
 
 
+# Official file names whose sha256 is known (SAM names carry the first 6 hex digits of it).
+KNOWN_SHA256_PREFIX = {
+    "sam_vit_h_4b8939.pth": "4b8939",
+    "sam_vit_l_0b3195.pth": "0b3195",
+    "sam_vit_b_01ec64.pth": "01ec64",
+}
+
+
+def verify_known_checksum(p: Path) -> None:
+    """For a file with an official name, check its sha256 (once: the result is remembered in a
+    ``<file>.sha256`` sidecar keyed by size and modification time)."""
+    prefix = KNOWN_SHA256_PREFIX.get(p.name)
+    if prefix is None:
+        return
+    st = p.stat()
+    stamp = f"{st.st_size} {st.st_mtime_ns}"
+    side = p.with_name(p.name + ".sha256")
+    try:
+        cached = side.read_text().split("\n")
+        if len(cached) >= 2 and cached[1] == stamp:
+            digest = cached[0]
+        else:
+            raise OSError
+    except OSError:
+        digest = sha256_file(p)
+        try:
+            side.write_text(f"{digest}\n{stamp}\n")
+        except OSError:
+            pass
+    if not digest.startswith(prefix):
+        raise CheckpointError(
+            f"{p}: sha256 {digest[:12]}... does not match the official file (expected {prefix}...): the "
+            f"download is corrupt or the file was replaced. Delete it and {INSTALL_HINT}.")
+
+
 def load_state_dict(path: str | Path, what: str) -> dict[str, Any]:
     """``torch.load(..., weights_only=True)`` with clear errors; never executes pickled code."""
     p = require_file(path, what)
+    verify_known_checksum(p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
