@@ -13,7 +13,7 @@ import sys
 
 from .errors import SaaError
 
-COMMAND_MODULES = ["predict", "run", "prepare"]
+COMMAND_MODULES = ["predict", "run", "prepare", "report", "demo", "ui"]
 
 
 def build_parser() -> argparse.ArgumentParser:

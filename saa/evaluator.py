@@ -10,6 +10,7 @@ File layout of a run (``out_dir``)::
 
     config.yaml                       the resolved configuration (reload it with ``saa run``)
     metrics.csv / metrics.md          one row per category + ``mean`` (percent, 2 decimals, ``n/a``)
+    report.html                       the HTML report (saa.report; a failure there only logs a warning)
     metrics.json                      every number (percent, full precision; null = undefined),
                                       image counts, computed/reused counts, timings
     <category>/maps/<key>.npz         per image: ``map`` (out_size², float32, raw pipeline output),
@@ -599,6 +600,12 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
     title = f"SAA+ on {kind} ({root}), preset {config.preset}, eval size {eval_size}"
     note = "" if labelled else "\nUnlabelled test set: no metrics (n/a).\n"
     atomic_write_text(out / "metrics.md", f"# {title}\n\nValues in percent.\n{note}\n" + format_table(result, "md"))
+    try:  # the HTML report is a convenience: a failure there never costs the results above
+        from .report import write_report
+
+        write_report(out)
+    except Exception as e:
+        log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
     if print_table:
         print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
         print(format_table(result, "text"), end="")

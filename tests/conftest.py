@@ -12,21 +12,36 @@ def tiny_models(tmp_path_factory):
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"), seed=0)
 
 
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+
+
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    """The suite runs offline: any attempt to open a network connection fails loudly."""
+def _no_network(monkeypatch, request):
+    """The suite runs offline: any attempt to open a network connection fails loudly.
+
+    Tests marked ``allow_localhost`` (the web UI test: a local server and browser driver) may
+    connect to 127.0.0.1 / localhost / ::1, and only there.
+    """
     import socket
 
     real_connect = socket.socket.connect
+    real_create = socket.create_connection
+    local_ok = request.node.get_closest_marker("allow_localhost") is not None
+
+    def is_local(address) -> bool:
+        return local_ok and isinstance(address, tuple) and str(address[0]) in LOCALHOST
 
     def guarded(self, address):
-        if self.family == getattr(socket, "AF_UNIX", None):
+        if self.family == getattr(socket, "AF_UNIX", None) or is_local(address):
             return real_connect(self, address)
         raise AssertionError(f"test tried to open a network connection to {address!r}")
 
+    def guarded_create(address, *a, **k):
+        if is_local(address):
+            return real_create(address, *a, **k)
+        raise AssertionError(f"test tried to open a network connection to {address!r}")
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
-    monkeypatch.setattr(socket, "create_connection",
-                        lambda address, *a, **k: (_ for _ in ()).throw(
-                            AssertionError(f"test tried to open a network connection to {address!r}")))
+    monkeypatch.setattr(socket, "create_connection", guarded_create)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -17,10 +17,14 @@ def register(sub) -> None:
         "predict", help="anomaly maps for image files",
         description="Run the pipeline on image files of one category and write, per image, "
                     "<stem>.npy (map at out_size, float32), <stem>_saliency.npy (saliency at the image size), "
-                    "<stem>.json (every candidate region and why it was kept or dropped) and <stem>_overlay.png.")
+                    "<stem>.json (every candidate region and why it was kept or dropped), <stem>_overlay.png and "
+                    "<stem>_panels.png (the --panels side by side).")
     add_config_args(p)
     p.add_argument("--category", required=True, help="category key of the config (e.g. bottle)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--panels", default="image,anomaly_map,saliency,boxes", metavar="LIST",
+                   help="panels of <stem>_panels.png, comma-separated: image, anomaly_map, saliency, boxes "
+                        "(kept regions green, dropped grey/red) or all; 'none' writes no panel picture")
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
     p.set_defaults(func=run)
 
@@ -30,8 +34,15 @@ def run(args) -> int:
     from ..errors import ImageReadError
     from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
     from ..pipeline import SAAPipeline
-    from ..visualize import prediction_overlay
+    from ..errors import SaaError
+    from ..visualize import parse_panels, prediction_overlay, prediction_panels
 
+    panels = None
+    if args.panels.strip().lower() != "none":
+        try:
+            panels = parse_panels(args.panels)
+        except ValueError as e:
+            raise SaaError(f"--panels: {e}") from None
     cfg = load_config(args.config, overrides_of(args))
     cfg.category(args.category)  # fail early on an unknown category
     out = Path(args.out)
@@ -57,6 +68,8 @@ def run(args) -> int:
         info["image"] = str(path)
         atomic_write_text(out / f"{stem}.json", json.dumps(info, indent=1))
         atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
+        if panels:
+            atomic_save_png(out / f"{stem}_panels.png", prediction_panels(rgb, pred, panels=panels))
         print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
               f"{len(pred.defects)} candidates -> {out / stem}.npy")
     if failed:

@@ -1,0 +1,384 @@
+"""One self-contained HTML report of a run folder (``saa report RUN_DIR`` -> ``RUN_DIR/report.html``).
+
+Everything is embedded (pictures as base64 PNG, no script, no external style sheet), so the file
+opens from disk in any browser without a server. Contents:
+
+* the metrics table per category + mean (``metrics.json``),
+* ROC and PR curves per category, computed exactly as the metrics were (SPEC §5: the stored raw
+  maps resized to ``eval_size`` and normalised per category; the ground truth re-read through the
+  dataset recorded in ``config.yaml``). When the masks cannot be read any more (dataset moved), the
+  curves are image-level only (from ``scores.csv``) and say so,
+* per category the highest-scoring normal images and the lowest-scoring anomalous ones (heat
+  overlays of the normalised map, ground-truth outline in white),
+* the resolved configuration, the timings and the versions.
+
+The HTML helpers (:func:`img_tag`, :func:`html_page`) are shared with ``saa demo``.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger("saa.report")
+
+REPORT_NAME = "report.html"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.5em} h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd} h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left} tr.mean td{font-weight:bold;background:#f3f3f3}
+.note{background:#fff6d6;border:1px solid #e6c84a;padding:8px 12px;margin:10px 0}
+.gallery{display:flex;flex-wrap:wrap;gap:8px} figure{margin:0;font-size:.78em;text-align:center}
+figure img{display:block;border:1px solid #ccc} pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:.8em}
+.small{color:#666;font-size:.85em}
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML helpers
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def img_tag(rgb_or_png, alt: str = "", width: Optional[int] = None, cls: str = "") -> str:
+    """``<img>`` with the picture embedded as base64 PNG (RGB uint8 array or PNG bytes)."""
+    from .visualize import png_bytes
+
+    png = rgb_or_png if isinstance(rgb_or_png, (bytes, bytearray)) else png_bytes(rgb_or_png)
+    w = f' width="{int(width)}"' if width else ""
+    c = f' class="{esc(cls)}"' if cls else ""
+    return f'<img src="{png_data_uri(bytes(png))}" alt="{esc(alt)}"{w}{c}>'
+
+
+def html_page(title: str, body: Sequence[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n<h1>{esc(title)}</h1>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def versions() -> dict[str, str]:
+    """python, torch, numpy, saa (and the platform)."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod in ("saa", "torch", "numpy"):
+        try:
+            out[mod] = str(__import__(mod).__version__)
+        except Exception:  # pragma: no cover - a broken install
+            out[mod] = "unknown"
+    return out
+
+
+def versions_html() -> str:
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in versions().items())
+    return f"<table>{rows}</table>"
+
+
+def _figure_png(fig) -> bytes:
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# run folder reading
+
+
+def _read_scores(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            rows.append({"key": r["key"], "label": int(r["label"]) if r.get("label") not in (None, "") else None,
+                         "raw_score": float(r["raw_score"]), "image_score": float(r["image_score"])})
+    return rows
+
+
+def _load_npz(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"map": np.asarray(z["map"], dtype=np.float32),
+                    "image_size": tuple(int(v) for v in np.asarray(z["image_size"]).reshape(-1)),
+                    "image": str(z["image"]) if "image" in z.files else ""}
+    except Exception as e:
+        log.debug("%s: unreadable (%s)", path, e)
+        return None
+
+
+def _dataset_of(run_dir: Path):
+    """The dataset recorded in ``config.yaml`` (or raise)."""
+    from .config import load_config
+    from .datasets import build_dataset
+    from .evaluator import split_dataset_options
+
+    cfg = load_config(run_dir / "config.yaml")
+    ds_options, _ = split_dataset_options(cfg.dataset.options)
+    return build_dataset(cfg.dataset.kind, cfg.dataset.root, **ds_options)
+
+
+def _thin(x: np.ndarray, y: np.ndarray, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) <= n:
+        return x, y
+    idx = np.unique(np.linspace(0, len(x) - 1, n).astype(np.int64))
+    return x[idx], y[idx]
+
+
+def _roc_pr(labels, scores) -> Optional[dict[str, np.ndarray]]:
+    """ROC (fpr, tpr) and PR (recall, precision) points from :func:`saa.metrics.binary_curve_counts`."""
+    from .metrics import binary_curve_counts
+
+    c = binary_curve_counts(labels, scores)
+    if c.n_pos == 0 or c.n_neg == 0:
+        return None
+    tps, fps = c.tps.astype(np.float64), c.fps.astype(np.float64)
+    fpr = np.concatenate([[0.0], fps / c.n_neg])
+    tpr = np.concatenate([[0.0], tps / c.n_pos])
+    recall = np.concatenate([[0.0], tps / c.n_pos])
+    precision = np.concatenate([[1.0], tps / np.maximum(tps + fps, 1)])
+    fpr, tpr = _thin(fpr, tpr)
+    recall, precision = _thin(recall, precision)
+    return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
+
+
+def _curves_png(category: str, image_curve, pixel_curve, metrics: Mapping[str, Any], pixel_note: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.4, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
+
+    def fmt(key):
+        v = metrics.get(key)
+        return "n/a" if v is None else f"{v:.1f}"
+
+    for curve, name, roc_key, ap_key, style in (
+            (image_curve, "image", "image_auroc", "image_ap", "-"),
+            (pixel_curve, "pixel", "pixel_auroc", "pixel_ap", "--")):
+        if curve is None:
+            continue
+        ax1.plot(curve["fpr"], curve["tpr"], style, label=f"{name} (AUROC {fmt(roc_key)})")
+        ax2.step(curve["recall"], curve["precision"], style, where="post", label=f"{name} (AP {fmt(ap_key)})")
+    ax1.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+    ax1.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02), title="ROC")
+    ax2.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right" if ax is ax1 else "lower left", fontsize=8)
+    title = category + ("" if not pixel_note else f" — {pixel_note}")
+    fig.suptitle(title, fontsize=10)
+    return _figure_png(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+
+
+def _metrics_table(result: Mapping[str, Any]) -> str:
+    from .evaluator import METRIC_KEYS, METRIC_LABELS
+
+    def cell(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+    head = "".join(f"<th>{esc(METRIC_LABELS.get(k, k))}</th>" for k in METRIC_KEYS)
+    rows = [f"<tr><th>category</th><th>images</th><th>normal</th><th>anomalous</th>{head}</tr>"]
+    for cat, info in result.get("categories", {}).items():
+        c = info.get("counts", {})
+        cells = "".join(f"<td>{cell(info['metrics'].get(k))}</td>" for k in METRIC_KEYS)
+        rows.append(f'<tr id="row-{esc(cat)}"><td>{esc(cat)}</td><td>{c.get("images", "")}</td>'
+                    f'<td>{c.get("normal", "")}</td><td>{c.get("anomalous", "")}</td>{cells}</tr>')
+    tot = result.get("totals", {})
+    cells = "".join(f"<td>{cell(result.get('mean', {}).get(k))}</td>" for k in METRIC_KEYS)
+    rows.append(f'<tr class="mean"><td>mean</td><td>{tot.get("images", "")}</td><td></td><td></td>{cells}</tr>')
+    return "<table>" + "".join(rows) + "</table><p class=\"small\">Values in percent; the mean is the " \
+                                       "unweighted mean over categories of the defined values.</p>"
+
+
+def _figure(rgb, caption: str) -> str:
+    return f"<figure>{img_tag(rgb, alt=caption)}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_size: int, dataset,
+                      dataset_error: Optional[str], n_gallery: int, thumb: int) -> str:
+    from .evaluator import evaluation_maps, map_path, resize_masks
+    from .image_io import read_rgb
+    from .visualize import heat_overlay, thumbnail
+
+    parts = [f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2>']
+    secs = info.get("seconds", {})
+    if secs:
+        parts.append("<p class=\"small\">" + esc(", ".join(f"{k} {v:.2f} s" if k != "per_computed_image" else
+                                                           f"{v:.2f} s per computed image"
+                                                           for k, v in secs.items())) +
+                     f"; {info.get('computed', 0)} computed, {info.get('reused', 0)} reused</p>")
+    scores_path = run_dir / cat / "scores.csv"
+    if not scores_path.is_file():
+        parts.append(f"<p class=\"note\">{esc(scores_path)} is missing: no curves, no gallery.</p>")
+        return "\n".join(parts)
+    rows = _read_scores(scores_path)
+    loaded = [_load_npz(map_path(run_dir, cat, r["key"])) for r in rows]
+    ok = [i for i, z in enumerate(loaded) if z is not None]
+    labels = [r["label"] for r in rows]
+    labelled = all(lab is not None for lab in labels) and len(rows) > 0
+    norm = None
+    if ok:
+        norm_ok, _ = evaluation_maps([loaded[i]["map"] for i in ok], eval_size)
+        norm = {i: norm_ok[j] for j, i in enumerate(ok)}
+
+    # ground truth (via the dataset of config.yaml), for pixel curves and outlines
+    masks: dict[int, np.ndarray] = {}
+    pixel_note = ""
+    samples = {}
+    if dataset is not None:
+        try:
+            samples = {s.key: s for s in dataset.samples(cat)}
+        except Exception as e:
+            dataset_error = str(e)
+    if labelled and norm is not None:
+        if dataset is None or not getattr(dataset, "has_masks", False):
+            pixel_note = ("image-level curves only: " + (f"ground truth not readable ({dataset_error})"
+                          if dataset is None else "the dataset has no masks"))
+        elif len(ok) < len(rows):
+            pixel_note = f"image-level curves only: {len(rows) - len(ok)} per-image map file(s) missing"
+        else:
+            try:
+                for i in ok:
+                    s = samples[rows[i]["key"]]
+                    masks[i] = resize_masks([dataset.load_mask(s, loaded[i]["image_size"])], eval_size)[0]
+            except Exception as e:
+                masks = {}
+                pixel_note = f"image-level curves only: ground truth not readable ({e})"
+
+    if labelled:
+        img_curve = _roc_pr(np.asarray(labels), np.asarray([r["image_score"] for r in rows]))
+        pix_curve = None
+        if masks:
+            pix_curve = _roc_pr(np.stack([masks[i] for i in ok]), np.stack([norm[i] for i in ok]))
+            if pix_curve is None:
+                pixel_note = "no defect pixel in the ground truth: image-level curves only"
+        if img_curve is None and pix_curve is None:
+            parts.append("<p class=\"note\">Curves undefined: the category has only one class.</p>")
+        else:
+            png = _curves_png(cat, img_curve, pix_curve, info.get("metrics", {}), pixel_note)
+            parts.append(f'<div class="curves">{img_tag(png, alt=f"ROC and PR curves of {cat}")}</div>')
+            if pixel_note:
+                parts.append(f"<p class=\"small\">{esc(pixel_note)}</p>")
+    else:
+        parts.append("<p class=\"note\">Unlabelled images: no metrics and no curves.</p>")
+
+    def thumb_of(i: int) -> Optional[np.ndarray]:
+        z = loaded[i]
+        src = z["image"] if z and z["image"] else (str(samples[rows[i]["key"]].image_path)
+                                                    if rows[i]["key"] in samples else "")
+        amap = norm[i] if norm is not None and i in norm else None
+        try:
+            rgb = read_rgb(src)
+        except Exception:
+            if amap is None:
+                return None
+            rgb = np.zeros((thumb, thumb, 3), np.uint8)  # image gone: the map alone
+            return heat_overlay(rgb, amap, alpha=1.0, vmax=1.0)
+        gt = masks.get(i)
+        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt)
+
+    def gallery(title: str, idx: list[int]) -> str:
+        figs = []
+        for i in idx:
+            t = thumb_of(i)
+            if t is not None:
+                figs.append(_figure(t, f"{rows[i]['key']}  score {rows[i]['image_score']:.3f}"))
+        if not figs:
+            return f"<h3>{esc(title)}</h3><p class=\"small\">none</p>"
+        return f"<h3>{esc(title)}</h3><div class=\"gallery\">" + "".join(figs) + "</div>"
+
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["image_score"])
+    if labelled:
+        normal = [i for i in order if labels[i] == 0][:n_gallery]
+        anomalous = [i for i in reversed(order) if labels[i] == 1][:n_gallery]
+        parts.append(gallery(f"Highest-scoring normal images (possible false alarms), top {len(normal)}", normal))
+        parts.append(gallery(f"Lowest-scoring anomalous images (possible misses), bottom {len(anomalous)}", anomalous))
+    else:
+        parts.append(gallery("Highest-scoring images", order[:n_gallery]))
+    parts.append("<p class=\"small\">Heat overlay: normalised anomaly map (same colour scale for the whole "
+                 "category; dark blue = 0); white outline: ground truth.</p>")
+    return "\n".join(parts)
+
+
+def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
+                 notes: Sequence[str] = ()) -> str:
+    """The HTML text of the report of a run folder written by :func:`saa.evaluator.evaluate_run`."""
+    from .errors import SaaError
+
+    run = Path(run_dir)
+    mpath = run / "metrics.json"
+    if not mpath.is_file():
+        raise SaaError(f"{run} is not a run folder: {mpath} not found (run `saa run CONFIG --out {run}` first)")
+    result = json.loads(mpath.read_text(encoding="utf-8"))
+    eval_size = int(result.get("eval_size") or 400)
+    dataset = None
+    dataset_error = None
+    try:
+        dataset = _dataset_of(run)
+    except Exception as e:
+        dataset_error = str(e)
+        log.warning("report: the dataset of %s cannot be opened (%s); curves will be image-level only", run, e)
+
+    ds = result.get("dataset", {})
+    title = f"SAA+ run report — {ds.get('kind', '?')}"
+    body = [f"<p>Run folder <code>{esc(run.resolve())}</code>; dataset <code>{esc(ds.get('root', ''))}</code>; "
+            f"preset <b>{esc(result.get('preset', ''))}</b>; out size {esc(result.get('out_size', ''))}, "
+            f"eval size {eval_size}; finished {esc(result.get('finished', ''))}.</p>"]
+    body += [f"<p class=\"note\">{esc(n)}</p>" for n in notes]
+    cats = list(result.get("categories", {}))
+    if cats:
+        body.append("<p>Categories: " + " · ".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in cats) + "</p>")
+    body.append("<h2>Metrics</h2>")
+    body.append(_metrics_table(result) if result.get("labelled", True) else
+                "<p class=\"note\">Unlabelled test set: no metrics.</p>" + _metrics_table(result))
+    for cat in cats:
+        try:
+            body.append(_category_section(run, cat, result["categories"][cat], eval_size, dataset, dataset_error,
+                                          n_gallery, thumb))
+        except Exception as e:  # one broken category must not cost the whole report
+            log.warning("report: category %s: %s", cat, e)
+            body.append(f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2><p class="note">could not be drawn: {esc(e)}</p>')
+    t = result.get("timings", {})
+    body.append("<h2>Timings</h2><table>" + "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in t.items()) +
+        f"<tr><td>images</td><td>{esc(result.get('totals', {}))}</td></tr></table>")
+    body.append("<h2>Versions</h2>" + versions_html())
+    cfg_path = run / "config.yaml"
+    cfg_text = cfg_path.read_text(encoding="utf-8") if cfg_path.is_file() else "(config.yaml missing)"
+    body.append(f"<h2>Configuration</h2><pre>{esc(cfg_text)}</pre>")
+    body.append(f"<p class=\"small\">Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+                f"by saa {esc(versions().get('saa'))}.</p>")
+    return html_page(title, body)
+
+
+def write_report(run_dir: str | os.PathLike, out: Optional[str | os.PathLike] = None, **kwargs) -> Path:
+    """Write ``run_dir/report.html`` (or ``out``) atomically; returns its path."""
+    from .image_io import atomic_write_text
+
+    target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    atomic_write_text(target, build_report(run_dir, **kwargs))
+    return target
