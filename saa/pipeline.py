@@ -285,45 +285,61 @@ class SAAPipeline:
             def_boxes, def_scores, def_cands, _ = self._propose(
                 "defect", prompts, 0.0, max_area, width, height, candidates, tr)
             timings["detector_defect"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            def_masks = self._segment(def_boxes, width, height) if len(def_boxes) else np.zeros((0, height, width), bool)
-            fr = R.mask_area_fractions(def_masks)
-            for c, f in zip(def_cands, fr):
-                c.mask_area = float(f)
-            if b.area_rule == "masks" and len(def_masks):
-                keep = R.mask_area_keep(fr, 0.0, max_area)
-                for c, k in zip(def_cands, keep):
-                    if not k:
-                        c.dropped = DROP_AREA
-                def_masks, def_scores = def_masks[keep], def_scores[keep]
-                def_cands = [c for c, k in zip(def_cands, keep) if k]
-            timings["sam_defect"] = time.perf_counter() - t0
 
-            # --- saliency (SPEC §3.6)
+            # --- saliency (SPEC §3.6): needs only the object masks
             t0 = time.perf_counter()
             sal_img = bgr if b.saliency_color_order == "bgr" else rgb
-            n_objects = cat.n_objects
-            sal = visual_saliency(sal_img, obj_masks, n_objects, self.extractor, neighbors=b.saliency_neighbors,
+            sal = visual_saliency(sal_img, obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
                                   n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
                                   single_fn=self.single_saliency, multi_fn=self.multi_saliency)
             if sal.note:
                 notes.append(sal.note)
             timings["saliency"] = time.perf_counter() - t0
 
-            # --- re-scoring, top-K, fusion (SPEC §3.7)
+            # --- SAM masks of the defect boxes, area rule, re-scoring (SPEC §3.5, 3.7). The decoder
+            # runs once for all boxes; full-size masks are made a chunk at a time and only their
+            # area and mean saliency kept, then remade for the K kept regions (memory stays bounded
+            # for large images and many boxes; the values are the same).
+            t0 = time.perf_counter()
+            n_def = len(def_cands)
+            areas = np.zeros(n_def)
+            rescored = np.zeros(n_def)
+            all_masks = [] if tr is not None else None
+            if n_def:
+                low = self.refiner.low_res_logits(R.to_pixel_xyxy(def_boxes, width, height))
+                step = self.refiner.chunk_size()
+                for i in range(0, n_def, step):
+                    m = self.refiner.upscale(low[i:i + step])
+                    areas[i:i + step] = R.mask_area_fractions(m)
+                    rescored[i:i + step] = R.rescore(def_scores[i:i + step], m, sal.map, b.rescore_gamma)
+                    if all_masks is not None:
+                        all_masks.append(m)
+            for c, f in zip(def_cands, areas):
+                c.mask_area = float(f)
+            keep = R.mask_area_keep(areas, 0.0, max_area) if b.area_rule == "masks" else np.ones(n_def, bool)
+            for c, k in zip(def_cands, keep):
+                if not k:
+                    c.dropped = DROP_AREA
+            idx = np.flatnonzero(keep)  # candidates that take part in the top-K
+            def_cands, def_scores, rescored = [def_cands[i] for i in idx], def_scores[idx], rescored[idx]
+            def_masks = np.concatenate(all_masks)[idx] if all_masks else np.zeros((0, height, width), bool)
+            timings["sam_defect"] = time.perf_counter() - t0
+
+            # --- top-K and fusion (SPEC §3.7)
             t0 = time.perf_counter()
             kept_idx = np.zeros(0, dtype=int)
+            kept_masks = np.zeros((0, height, width), bool)
             if len(def_cands):
-                rescored = R.rescore(def_scores, def_masks, sal.map, b.rescore_gamma)
                 kept_idx = R.top_k(rescored, cat.k_mask)
                 for c, s in zip(def_cands, rescored):
                     c.rescored = float(s)
                     c.dropped = DROP_TOP_K
                 for i in kept_idx:
                     def_cands[i].kept, def_cands[i].dropped = True, None
-                full = R.fuse(def_masks, rescored, kept_idx, b.fusion_delta, (height, width))
+                kept_masks = self.refiner.upscale(low[idx[kept_idx]])
+                full = R.fuse(kept_masks, rescored[kept_idx], np.arange(len(kept_idx)), b.fusion_delta,
+                              (height, width))
             else:
-                rescored = np.zeros(0)
                 full = np.zeros((height, width), dtype=np.float64)
                 notes.append("no defect candidate survived: the anomaly map is all zeros")
             out_map = R.resize_map(full, self.config.out_size)
@@ -343,7 +359,7 @@ class SAAPipeline:
             object_boxes=R.to_pixel_xyxy(obj_boxes, width, height).numpy() if len(obj_boxes) else np.zeros((0, 4), np.float32),
             object_masks=obj_masks,
             candidates=candidates,
-            kept_masks=def_masks[kept_idx] if len(kept_idx) else np.zeros((0, height, width), bool),
+            kept_masks=kept_masks,
             object_area=_f(object_area),
             defect_max_area=_f(max_area),
             saliency_branch=sal.branch,

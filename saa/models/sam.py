@@ -156,14 +156,41 @@ class BoxRefiner:
         self._size = None
 
     @torch.no_grad()
+    def low_res_logits(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        """Decoder output (N, 1, 256, 256) for pixel boxes (x0, y0, x1, y1): all boxes in one batch,
+        exactly as ``SamPredictor.predict_torch(boxes=..., multimask_output=False)`` computes it."""
+        if self._size is None:
+            raise RuntimeError("BoxRefiner used before set_image")
+        boxes = self.predictor.transform.apply_boxes_torch(boxes_xyxy, self._size).to(self.device)
+        sparse, dense = self.model.prompt_encoder(points=None, boxes=boxes, masks=None)
+        low, _ = self.model.mask_decoder(
+            image_embeddings=self.predictor.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low
+
+    def chunk_size(self, budget_bytes: int = 256 << 20) -> int:
+        """How many masks to upsample at once so the float32 full-size logits stay within budget."""
+        h, w = self._size
+        return max(1, budget_bytes // max(1, 4 * h * w))
+
+    @torch.no_grad()
+    def upscale(self, low: torch.Tensor) -> np.ndarray:
+        """Low-resolution logits -> boolean masks (n, H, W) at the original size (logits > 0).
+        Each mask is computed on its own, so any chunking gives the same masks."""
+        m = self.model.postprocess_masks(low, self.predictor.input_size, self.predictor.original_size)
+        return (m > self.model.mask_threshold).squeeze(1).cpu().numpy()
+
     def masks(self, boxes_xyxy: torch.Tensor) -> np.ndarray:
-        """Boolean masks (N, H, W) at the original resolution, one per pixel box (x0, y0, x1, y1)."""
+        """Boolean masks (N, H, W) at the original resolution, one per pixel box."""
         if self._size is None:
             raise RuntimeError("BoxRefiner.masks called before set_image")
         h, w = self._size
         if len(boxes_xyxy) == 0:
             return np.zeros((0, h, w), dtype=bool)
-        boxes = self.predictor.transform.apply_boxes_torch(boxes_xyxy, (h, w)).to(self.device)
-        masks, _, _ = self.predictor.predict_torch(point_coords=None, point_labels=None, boxes=boxes,
-                                                   multimask_output=False)
-        return masks.cpu().squeeze(1).numpy()
+        low = self.low_res_logits(boxes_xyxy)
+        step = self.chunk_size()
+        return np.concatenate([self.upscale(low[i:i + step]) for i in range(0, len(low), step)])
