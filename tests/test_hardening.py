@@ -142,3 +142,11 @@ def test_known_checkpoint_name_with_wrong_checksum_is_rejected(tmp_path, tiny_mo
     assert (tmp_path / "sam_vit_b_01ec64.pth.sha256").exists()
     with pytest.raises(CheckpointError, match="sha256"):
         load_state_dict(fake, "SAM checkpoint")
+
+
+def test_very_large_image_reads(tmp_path):
+    big = np.zeros((8000, 8000), np.uint8)
+    big[::97, :] = 200
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    out = read_rgb(tmp_path / "big.png")
+    assert out.shape == (8000, 8000, 3) and out.dtype == np.uint8 and out[97, 5, 1] == 200
