@@ -62,3 +62,17 @@ def test_sigkill_then_resume_gives_identical_metrics(tmp_path, tiny_models):
     want = json.loads((ref / "metrics.json").read_text())
     assert got["categories"]["bottle"]["metrics"] == want["categories"]["bottle"]["metrics"]
     assert got["mean"] == want["mean"]
+
+
+def test_unreadable_image_stops_the_run_and_keeps_results(tmp_path, tiny_models):
+    data = make_mvtec(tmp_path / "data")
+    # sorted after broken_large/000 and contamination/000: the run reaches it last
+    bad = data / "bottle" / "test" / "good" / "000.png"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated PNG
+    out = tmp_path / "out"
+    r = subprocess.run(_cmd(data, out, tiny_models), capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert str(bad) in r.stderr and "Traceback" not in r.stderr
+    assert "truncated" in r.stderr or "not a readable image" in r.stderr
+    kept = _maps(out)
+    assert len(kept) >= 1 and not (out / "metrics.json").exists()
