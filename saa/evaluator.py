@@ -380,6 +380,59 @@ class CategoryResult:
         }
 
 
+def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True):
+    """The stored result of one image, or compute and store it. Returns (result, seconds spent in
+    predict, or None when the stored result was reused)."""
+    out_size = int(pipeline.config.out_size)
+    path = maps_dir / map_file_name(s.key)
+    res = load_image_result(path, out_size, fp) if resume else None
+    if res is not None:
+        return res, None
+    rgb = read_rgb(s.image_path)
+    t0 = time.perf_counter()
+    pred = pipeline.predict(rgb, s.category)
+    seconds = time.perf_counter() - t0
+    res = ImageResult(np.asarray(pred.anomaly_map, dtype=np.float32), float(pred.score),
+                      (int(rgb.shape[0]), int(rgb.shape[1])))
+    regions = pred.regions_dict()
+    regions.update(image=str(s.image_path), key=s.key, label=s.label)
+    save_image_result(path, res, fp, image=str(s.image_path), regions=regions)
+    return res, seconds
+
+
+def compute_shard(pipeline, dataset: AnomalyDataset, category: str, out_dir: str | os.PathLike, rank: int,
+                  world: int, resume: bool = True, progress: bool = True) -> int:
+    """Compute (or reuse) the per-image results of every ``world``-th image of a category, starting at
+    ``rank``: one process's share of a run under torchrun. Returns how many were computed."""
+    from tqdm.auto import tqdm
+
+    fp = config_fingerprint(pipeline.config, category)
+    maps_dir = Path(out_dir) / category / "maps"
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    mine = dataset.samples(category)[rank::world]
+    computed = 0
+    for s in tqdm(mine, desc=f"{category} [rank {rank}/{world}]", unit="img", disable=not progress,
+                  dynamic_ncols=True, position=rank):
+        computed += image_result(pipeline, s, maps_dir, fp, resume)[1] is not None
+    return computed
+
+
+def distributed_context():
+    """(rank, world size, local rank) under torchrun (WORLD_SIZE > 1), initialising the process
+    group (gloo on the CPU, nccl on CUDA) if needed; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and os.environ.get("SAA_DIST_BACKEND", "") != "gloo"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local
+
+
 def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir: str | os.PathLike,
                       eval_size: int = DEFAULT_EVAL_SIZE, resume: bool = True, progress: bool = True,
                       vand_root: Optional[str | os.PathLike] = None,
@@ -392,7 +445,6 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
     from tqdm.auto import tqdm
 
     config: SaaConfig = pipeline.config
-    out_size = int(config.out_size)
     fp = config_fingerprint(config, category)
     samples: list[Sample] = dataset.samples(category)
     maps_dir = Path(out_dir) / category / "maps"
@@ -406,21 +458,12 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
     computed = reused = 0
     bar = tqdm(samples, desc=category, unit="img", disable=not progress, dynamic_ncols=True, leave=True)
     for s in bar:
-        path = maps_dir / map_file_name(s.key)
-        res = load_image_result(path, out_size, fp) if resume else None
-        if res is None:
-            rgb = read_rgb(s.image_path)
-            t0 = time.perf_counter()
-            pred = pipeline.predict(rgb, category)
-            t_predict += time.perf_counter() - t0
-            res = ImageResult(np.asarray(pred.anomaly_map, dtype=np.float32), float(pred.score),
-                              (int(rgb.shape[0]), int(rgb.shape[1])))
-            regions = pred.regions_dict()
-            regions.update(image=str(s.image_path), key=s.key, label=s.label)
-            save_image_result(path, res, fp, image=str(s.image_path), regions=regions)
-            computed += 1
-        else:
+        res, seconds = image_result(pipeline, s, maps_dir, fp, resume)
+        if seconds is None:
             reused += 1
+        else:
+            computed += 1
+            t_predict += seconds
         raw.append(res.map)
         sizes.append(res.image_size)
         raw_scores.append(res.image_score)
@@ -566,6 +609,23 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
     if kind == "visa_challenge":
         vand_root, vand_exp = out / "vand", _vand_experiment_of(config)
 
+    rank, world, local = distributed_context()
+    if world > 1:
+        # every process computes its share of each category; rank 0 then evaluates (reusing all)
+        import torch.distributed as dist
+
+        if str(config.models.device).startswith("cuda") and ":" not in str(config.models.device):
+            pipeline = SAAPipeline(_with_overrides(config, [f"models.device=cuda:{local}"]))
+        computed = sum(compute_shard(pipeline, ds, cat, out, rank, world, resume=resume, progress=progress)
+                       for cat in cats)
+        log.info("rank %d/%d computed %d images", rank, world, computed)
+        dist.barrier()
+        if rank != 0:
+            dist.barrier()  # wait for rank 0's evaluation, so every process ends together
+            return {"rank": rank, "world_size": world, "computed": computed}
+        pipeline = SAAPipeline(config, detector=pipeline._detector, refiner=pipeline._refiner,
+                               extractor=pipeline._extractor)
+
     results: dict[str, CategoryResult] = {}
     for cat in cats:
         results[cat] = evaluate_category(pipeline, ds, cat, out, eval_size=eval_size, resume=resume,
@@ -606,6 +666,11 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
         write_report(out)
     except Exception as e:
         log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
+    if world > 1:
+        result["world_size"] = world
+        import torch.distributed as dist
+
+        dist.barrier()
     if print_table:
         print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
         print(format_table(result, "text"), end="")

@@ -56,6 +56,9 @@ def run(args) -> int:
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
                           resume=args.resume, progress=args.progress)
+    if "rank" in result:  # a non-zero rank under torchrun: rank 0 prints the results
+        print(f"rank {result['rank']}/{result['world_size']}: computed {result['computed']} images")
+        return 0
     totals = result["totals"]
     print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
           f"in {result['timings']['total_s']:.1f} s")
