@@ -35,7 +35,7 @@ def test_two_processes_give_the_metrics_of_one(tmp_path, tiny_models):
            "--master_port", "29533"] + _args(data, two, tiny_models)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-    assert "rank 1/2: computed" in r.stdout
+    assert "rank 1/2: computed 1 images" in r.stdout  # images 0 and 2 on rank 0, image 1 on rank 1
     got = json.loads((two / "metrics.json").read_text())
     want = json.loads((one / "metrics.json").read_text())
     assert got["totals"]["computed"] == 0 and got["totals"]["images"] == 3  # rank 0 reused all shards
