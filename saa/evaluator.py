@@ -380,6 +380,40 @@ class CategoryResult:
         }
 
 
+def lite_fingerprint(config: SaaConfig, lite) -> str:
+    """Hash of what changes a lite-mode map (saa.lite.LitePipeline settings and out_size)."""
+    data = {"method": "lite", "out_size": config.out_size,
+            "lite": {k: v for k, v in vars(lite).items() if isinstance(v, (int, float, str, type(None)))}}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "lite-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:11]
+
+
+def compute_lite_category(lite, config: SaaConfig, dataset: AnomalyDataset, category: str,
+                          out_dir: str | os.PathLike, resume: bool = True) -> int:
+    """Lite mode (saa.lite): maps of a whole category at once (each image is scored against the
+    others), stored like the full pipeline's per-image results. Returns how many were written."""
+    import cv2
+
+    out_size = int(config.out_size)
+    fp = lite_fingerprint(config, lite)
+    samples = dataset.samples(category)
+    maps_dir = Path(out_dir) / category / "maps"
+    maps_dir.mkdir(parents=True, exist_ok=True)
+    missing = [i for i, s in enumerate(samples)
+               if not resume or load_image_result(maps_dir / map_file_name(s.key), out_size, fp) is None]
+    if not missing:
+        return 0
+    images = [read_rgb(s.image_path) for s in samples]
+    maps = lite.predict_category(images)
+    for i in missing:
+        s, m = samples[i], maps[i]
+        res = ImageResult(cv2.resize(m, (out_size, out_size)).astype(np.float32), float(m.max()),
+                          (int(images[i].shape[0]), int(images[i].shape[1])))
+        save_image_result(maps_dir / map_file_name(s.key), res, fp, image=str(s.image_path),
+                          regions={"method": "lite", "image": str(s.image_path), "key": s.key, "label": s.label})
+    return len(missing)
+
+
 def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True):
     """The stored result of one image, or compute and store it. Returns (result, seconds spent in
     predict, or None when the stored result was reused)."""
@@ -436,7 +470,7 @@ def distributed_context():
 def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir: str | os.PathLike,
                       eval_size: int = DEFAULT_EVAL_SIZE, resume: bool = True, progress: bool = True,
                       vand_root: Optional[str | os.PathLike] = None,
-                      vand_experiment: Optional[str] = None) -> CategoryResult:
+                      vand_experiment: Optional[str] = None, fingerprint: Optional[str] = None) -> CategoryResult:
     """Run (or reuse) every image of ``category``, then normalise and compute its metrics.
 
     ``pipeline`` is a :class:`saa.pipeline.SAAPipeline` (models load on the first computed image,
@@ -445,7 +479,7 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
     from tqdm.auto import tqdm
 
     config: SaaConfig = pipeline.config
-    fp = config_fingerprint(config, category)
+    fp = fingerprint or config_fingerprint(config, category)
     samples: list[Sample] = dataset.samples(category)
     maps_dir = Path(out_dir) / category / "maps"
     maps_dir.mkdir(parents=True, exist_ok=True)
@@ -558,7 +592,7 @@ def _select_categories(config: SaaConfig, ds: AnomalyDataset,
 def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.PathLike,
                  categories: Optional[Iterable[str]] = None, data_root: Optional[str | os.PathLike] = None,
                  device: Optional[str] = None, resume: bool = True, progress: bool = True,
-                 pipeline=None, print_table: bool = True) -> dict[str, Any]:
+                 pipeline=None, print_table: bool = True, method: str = "full") -> dict[str, Any]:
     """Evaluate a config on its dataset; write the run files in ``out_dir`` (see the module doc).
 
     ``data_root`` replaces ``dataset.root``; ``device`` replaces ``models.device`` (both are
@@ -610,6 +644,8 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
         vand_root, vand_exp = out / "vand", _vand_experiment_of(config)
 
     rank, world, local = distributed_context()
+    if method == "lite" and world > 1:
+        raise ConfigError("lite mode scores each image against the others of its category: run it in one process")
     if world > 1:
         # every process computes its share of each category; rank 0 then evaluates (reusing all)
         import torch.distributed as dist
@@ -626,10 +662,24 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
         pipeline = SAAPipeline(config, detector=pipeline._detector, refiner=pipeline._refiner,
                                extractor=pipeline._extractor)
 
+    fingerprints: dict[str, Optional[str]] = {c: None for c in cats}
+    if method == "lite":
+        from .lite import LitePipeline
+        from .models.checkpoints import resolve_device
+
+        lite = LitePipeline(device=str(resolve_device(str(config.models.device))))
+        for cat in cats:
+            n = compute_lite_category(lite, config, ds, cat, out, resume=resume)
+            fingerprints[cat] = lite_fingerprint(config, lite)
+            log.info("%s: lite mode computed %d maps", cat, n)
+    elif method != "full":
+        raise ConfigError(f"method must be 'full' or 'lite', not {method!r}")
+
     results: dict[str, CategoryResult] = {}
     for cat in cats:
         results[cat] = evaluate_category(pipeline, ds, cat, out, eval_size=eval_size, resume=resume,
-                                         progress=progress, vand_root=vand_root, vand_experiment=vand_exp)
+                                         progress=progress, vand_root=vand_root, vand_experiment=vand_exp,
+                                         fingerprint=fingerprints[cat])
 
     labelled = all(r.counts["unlabelled"] == 0 for r in results.values())
     per_cat = {c: r.to_dict() for c, r in results.items()}
@@ -637,6 +687,7 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
         "dataset": {"kind": kind, "root": str(root), "options": ds_options},
         "config_file": config_file,
         "preset": config.preset,
+        "method": method,
         "device": config.models.device,
         "out_size": int(config.out_size),
         "eval_size": eval_size,

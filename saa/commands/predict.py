@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="panels of <stem>_panels.png, comma-separated: image, anomaly_map, saliency, boxes "
                         "(kept regions green, dropped grey/red) or all; 'none' writes no panel picture")
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    p.add_argument("--method", choices=["full", "lite"], default="full",
+                   help="full: SAA+; lite: no foundation models — the images given are scored against each "
+                        "other with EfficientNet-Lite0 features (give several images of one category)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +50,8 @@ def run(args) -> int:
     cfg.category(args.category)  # fail early on an unknown category
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.method == "lite":
+        return _run_lite(args, cfg, out)
     pipe = SAAPipeline(cfg).load_models()
     stems: set[str] = set()
     failed = []
@@ -72,6 +77,46 @@ def run(args) -> int:
             atomic_save_png(out / f"{stem}_panels.png", prediction_panels(rgb, pred, panels=panels))
         print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
               f"{len(pred.defects)} candidates -> {out / stem}.npy")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
+        return 1
+    return 0
+
+
+def _run_lite(args, cfg, out: Path) -> int:
+    """Lite mode: all given images scored together (each against the others), no DINO/SAM."""
+    import cv2
+
+    from ..errors import ImageReadError
+    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
+    from ..lite import LitePipeline
+    from ..models.checkpoints import resolve_device
+    from ..visualize import heat_overlay
+
+    images, stems, failed = [], [], []
+    for path in args.images:
+        try:
+            images.append((path, read_rgb(path)))
+        except ImageReadError as e:
+            log.error("%s (skipped)", e)
+            failed.append(path)
+    lite = LitePipeline(device=str(resolve_device(str(cfg.models.device))))
+    maps = lite.predict_category([im for _, im in images]) if len(images) > 1 else \
+        [lite.predict(im) for _, im in images]
+    for (path, rgb), m in zip(images, maps):
+        stem = Path(path).stem
+        if stem in stems:
+            stem = f"{stem}_{len(stems)}"
+        stems.append(stem)
+        size = int(cfg.out_size)
+        atomic_save_npy(out / f"{stem}.npy", cv2.resize(m, (size, size)).astype(np.float32))
+        atomic_save_npy(out / f"{stem}_saliency.npy", m.astype(np.float32))
+        atomic_write_text(out / f"{stem}.json", json.dumps(
+            {"method": "lite", "image": str(path), "category": args.category, "score": float(m.max()),
+             "note": "lite method (our addition): cross-image EfficientNet-Lite0 saliency, no Grounding DINO/SAM"},
+            indent=1))
+        atomic_save_png(out / f"{stem}_overlay.png", heat_overlay(rgb, m, vmax=float(max(x.max() for x in maps))))
+        print(f"{path}: lite score {float(m.max()):.4f} -> {out / stem}.npy")
     if failed:
         print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
         return 1

@@ -32,6 +32,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="output folder (default: results/<config file stem>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set out_size=256 (repeatable)")
+    p.add_argument("--method", choices=["full", "lite"], default="full",
+                   help="full: SAA+ (Grounding DINO + SAM + saliency); lite: no foundation models, each image "
+                        "scored against the other images of its category with EfficientNet-Lite0 features "
+                        "(our addition, not the authors' method)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute every image even if its result file exists")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -55,7 +59,7 @@ def run(args) -> int:
     cfg = load_config(args.config, list(args.overrides))
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
-                          resume=args.resume, progress=args.progress)
+                          resume=args.resume, progress=args.progress, method=args.method)
     if "rank" in result:  # a non-zero rank under torchrun: rank 0 prints the results
         print(f"rank {result['rank']}/{result['world_size']}: computed {result['computed']} images")
         return 0

@@ -1,0 +1,51 @@
+"""Lite mode through `saa run --method lite` and `saa predict --method lite` (real EfficientNet-Lite0
+features; no Grounding DINO or SAM file is needed)."""
+from __future__ import annotations
+
+import json
+import sys
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from saa import evaluator as E
+from saa.config import load_config
+
+from test_evaluator import make_mvtec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_run_lite_writes_metrics_and_resumes(tmp_path):
+    data = make_mvtec(tmp_path / "data")
+    # model files that do not exist: lite mode must not need them
+    cfg = load_config(REPO / "configs" / "mvtec.yaml", [f"models.weights_dir={tmp_path}/none"])
+    out = tmp_path / "run"
+    first = E.evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
+    assert first["method"] == "lite" and first["totals"]["images"] == 3
+    m = first["categories"]["bottle"]["metrics"]
+    assert all(v is None or 0 <= v <= 100 for v in m.values())
+    # the two defective bottles score above the good one with real features
+    assert m["image_auroc"] == 100.0
+    second = E.evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
+    assert second["totals"]["computed"] == 0 and second["categories"] == {
+        c: {**v, "seconds": second["categories"][c]["seconds"]} for c, v in first["categories"].items()}
+    # a full-pipeline run in the same folder does not take the lite maps for its own
+    fp_full = E.config_fingerprint(cfg, "bottle")
+    stored = np.load(next((out / "bottle" / "maps").glob("*.npz")))
+    assert str(stored["fingerprint"]) != fp_full
+
+
+def test_predict_lite(tmp_path):
+    data = make_mvtec(tmp_path / "data")
+    imgs = sorted(str(p) for p in (data / "bottle" / "test").glob("*/*.png"))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "saa.cli", "predict", "--config", str(REPO / "configs" / "mvtec.yaml"),
+                        "--category", "bottle", "--method", "lite", "--out", str(out), *imgs,
+                        "--set", f"models.weights_dir={tmp_path}/none"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    maps = {Path(p).parent.name: np.load(out / f"{Path(p).stem}.npy") for p in imgs[:1]}
+    assert all(m.shape == (400, 400) and np.isfinite(m).all() for m in maps.values())
+    info = json.loads((out / f"{Path(imgs[0]).stem}.json").read_text())
+    assert info["method"] == "lite"
