@@ -18,6 +18,7 @@ and :func:`validate_dataset` summarises a dataset for ``saa prepare --check``.
 """
 from __future__ import annotations
 
+import abc
 import csv
 import os
 import re
@@ -189,7 +190,7 @@ def build_dataset(kind: str, root: str | os.PathLike, **options: Any) -> "Anomal
 # Base class
 
 
-class AnomalyDataset:
+class AnomalyDataset(abc.ABC):
     """A folder of test images grouped by category.
 
     Subclasses set ``known_categories`` (SPEC order), ``option_defaults`` (the options they accept)
@@ -220,11 +221,13 @@ class AnomalyDataset:
     def _configure(self) -> None:
         """Validate ``self.options`` (called before the root is checked)."""
 
+    @abc.abstractmethod
     def _find_categories(self) -> list[str]:
-        raise NotImplementedError
+        """The category folders present under the root."""
 
+    @abc.abstractmethod
     def _collect(self, category: str) -> list[Sample]:
-        raise NotImplementedError
+        """The samples of one category (sorted by the caller)."""
 
     def _category_hint(self, category: str) -> str:
         """Extra text for the 'category missing' error."""
@@ -234,8 +237,9 @@ class AnomalyDataset:
         """Extra text when no category is found (e.g. the root is one level off)."""
         return ""
 
+    @abc.abstractmethod
     def expected_layout(self) -> str:
-        raise NotImplementedError
+        """A short text tree of the folder layout this kind reads (shown in errors)."""
 
     # -- public API ------------------------------------------------------------------------------
     @property
