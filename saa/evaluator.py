@@ -688,6 +688,7 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
         "config_file": config_file,
         "preset": config.preset,
         "method": method,
+        "world_size": world,
         "device": config.models.device,
         "out_size": int(config.out_size),
         "eval_size": eval_size,
@@ -718,7 +719,6 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
     except Exception as e:
         log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
     if world > 1:
-        result["world_size"] = world
         import torch.distributed as dist
 
         dist.barrier()

@@ -75,6 +75,11 @@ def image_of(case) -> Path:
     return hits[0]
 
 
+def object_max_area(prefix: str) -> float:
+    _, cfg_name, category, _ = next(c for c in CASES if c[0] == prefix)
+    return load_config(REPO / "configs" / cfg_name).category(category).object_max_area
+
+
 class ReplayDetector:
     """Stands in for Grounding DINO: returns the reference's raw outputs, call by call."""
 
@@ -180,7 +185,7 @@ def test_regularisation_replayed_exactly(prefix, replayed):
         assert [c.score for c in kept] == sup["kept_scores"]
         np.testing.assert_array_equal(np.array([c.box_cxcywh for c in kept], np.float32).reshape(-1, 4),
                                       np.array(sup["kept_boxes_cxcywh"], np.float32).reshape(-1, 4))
-        limit = pred.defect_max_area if stage == "defect" else 1.0 / (4 if "candle" in prefix else 1)
+        limit = pred.defect_max_area if stage == "defect" else object_max_area(prefix)
         assert np.float32(sup["max_area"]) == np.float32(limit)
     assert pred.object_area == inter["proposals"][0]["returned_max_box_area"]
     assert pred.defect_max_area == inter["defect_max_area"]

@@ -34,10 +34,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..config import load_config
-    from ..errors import ImageReadError
+    from ..errors import ImageReadError, SaaError
     from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
     from ..pipeline import SAAPipeline
-    from ..errors import SaaError
     from ..visualize import parse_panels, prediction_overlay, prediction_panels
 
     panels = None

@@ -68,8 +68,7 @@ class GroundingDetector:
 
         cfg_path = _find_config(Path(config).expanduser())
         text_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
-        for name in ("config.json",):
-            require_file(text_dir / name, f"text encoder file {name}")
+        require_file(text_dir / "config.json", "text encoder file config.json")
         state = load_state_dict(checkpoint, "Grounding DINO checkpoint")
         state = state.get("model", state)
         state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
