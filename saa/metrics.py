@@ -112,7 +112,31 @@ class _SortedScores(NamedTuple):
     n: int  # number of scores
 
 
-def _sort_scores(flat: np.ndarray) -> _SortedScores:
+def _sort_scores_torch(flat: np.ndarray, device) -> _SortedScores:
+    """:func:`_sort_scores` with the sort and the tie collapsing done by torch on ``device``
+    (e.g. ``"cuda"``); only the distinct values and their first positions come back."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(flat)).to(device)
+    s = torch.sort(t).values
+    del t
+    n = int(s.numel())
+    if n and s.dtype.is_floating_point and bool(torch.isnan(s[-1])):
+        raise ValueError("scores contain NaN")
+    if n == 0:
+        return _SortedScores(flat[:0].copy(), np.zeros(0, np.int64), 0)
+    new = torch.empty(n, dtype=torch.bool, device=s.device)
+    new[0] = True
+    torch.ne(s[1:], s[:-1], out=new[1:])
+    first = torch.nonzero(new).flatten()
+    del new
+    values = s[first].cpu().numpy()
+    return _SortedScores(values, first.cpu().numpy().astype(np.int64, copy=False), n)
+
+
+def _sort_scores(flat: np.ndarray, device=None) -> _SortedScores:
+    if device is not None and str(device) != "numpy":
+        return _sort_scores_torch(flat, device)
     s = np.sort(flat)  # one sort; a copy in the input dtype
     n = int(s.size)
     if n and s.dtype.kind == "f" and np.isnan(s[-1]):  # NaNs sort last
@@ -158,17 +182,18 @@ def _curve_from_sorted(srt: _SortedScores, pos_sorted: np.ndarray) -> CurveCount
     return CurveCounts(srt.values[::-1], tp_ge[::-1], fp_ge[::-1], n_pos, srt.n - n_pos)
 
 
-def binary_curve_counts(labels, scores) -> CurveCounts:
+def binary_curve_counts(labels, scores, device=None) -> CurveCounts:
     """Sort the scores once (tie groups collapsed) and count TP / FP at every distinct threshold.
 
     A sample is predicted positive at threshold ``t`` iff ``score >= t``. Memory: one copy of the
     scores in their own dtype, the positive scores, and int64 arrays over the distinct thresholds.
+    ``device``: sort with torch there (e.g. ``"cuda"``) instead of NumPy; same counts.
     """
     lab = _as_bool_flat(labels)
     flat = _as_score_flat(scores)
     if lab.size != flat.size:
         raise ValueError(f"labels and scores differ in size: {lab.size} vs {flat.size}")
-    srt = _sort_scores(flat)
+    srt = _sort_scores(flat, device)
     return _curve_from_sorted(srt, np.sort(flat[lab]))
 
 
@@ -215,16 +240,16 @@ def _metrics_from_counts(c: CurveCounts) -> dict:
     return {"auroc": _auroc_from_counts(c), "ap": _ap_from_counts(c), "f1_max": f1, "f1_threshold": thr}
 
 
-def binary_metrics(labels, scores) -> dict:
+def binary_metrics(labels, scores, device=None) -> dict:
     """AUROC, AP, F1-max and the threshold reaching F1-max, from one shared sort.
 
     Returns ``dict(auroc, ap, f1_max, f1_threshold)``; equal (to ~1e-15) to scikit-learn's
     ``roc_auc_score``, ``average_precision_score`` and the maximum of ``2PR/(P+R)`` (0 where
     ``P+R == 0``) over ``precision_recall_curve``. ``f1_threshold`` is the score value ``t`` with
     "positive iff score >= t" at the (highest-threshold) maximum. Undefined entries are nan (see the
-    module docstring).
+    module docstring). ``device``: where the sort runs (see :func:`binary_curve_counts`).
     """
-    return _metrics_from_counts(binary_curve_counts(labels, scores))
+    return _metrics_from_counts(binary_curve_counts(labels, scores, device))
 
 
 def roc_auc(labels, scores) -> float:
@@ -247,17 +272,17 @@ def image_metrics(labels, image_scores) -> dict:
     return binary_metrics(labels, image_scores)
 
 
-def pixel_metrics(masks, maps) -> dict:
+def pixel_metrics(masks, maps, device=None) -> dict:
     """Pixel-level ``dict(auroc, ap, f1_max, f1_threshold)``, pooled over all pixels of all images.
 
     ``masks``: (N, H, W) binary; ``maps``: (N, H, W) scores. Both are flattened without a copy when
-    they are contiguous.
+    they are contiguous. ``device`` (e.g. ``"cuda"``): sort with torch there.
     """
     masks = np.asarray(masks)
     maps = np.asarray(maps)
     if masks.shape != maps.shape:
         raise ValueError(f"masks and maps differ in shape: {masks.shape} vs {maps.shape}")
-    return binary_metrics(masks, maps)
+    return binary_metrics(masks, maps, device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,11 +491,13 @@ def region_f1_max(masks, maps, iou_threshold: float = 0.6, thresholds: Sequence[
 # ----------------------------------------------------------------------------------------------
 # everything for one category
 # ----------------------------------------------------------------------------------------------
-def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_threshold: float = 0.6) -> dict:
+def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_threshold: float = 0.6,
+                device=None) -> dict:
     """All SPEC section 5 metrics of one category, as fractions in [0, 1] (nan where undefined).
 
     Keys: image_auroc, image_ap, image_f1_max, pixel_auroc, pixel_ap, pixel_f1_max, aupro,
-    region_f1_max. The pixel metrics and AUPRO share one sort of all pixels.
+    region_f1_max. The pixel metrics and AUPRO share one sort of all pixels. ``device`` (e.g.
+    ``"cuda"``): do that sort with torch on this device (same values; see :func:`_sort_scores_torch`).
     """
     fpr_limit = _check_limit(fpr_limit)
     img = binary_metrics(labels, image_scores)
@@ -479,7 +506,7 @@ def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_t
     if masks.shape != maps.shape:
         raise ValueError(f"masks and maps differ in shape: {masks.shape} vs {maps.shape}")
     flat = _as_score_flat(maps)
-    srt = _sort_scores(flat)
+    srt = _sort_scores(flat, device)
     def_scores, def_weights, n_comp = _defect_pixels(masks, maps)
     ds, cw = _sort_defects(def_scores, def_weights)  # the defect pixels are the positives
     pix = _metrics_from_counts(_curve_from_sorted(srt, ds))

@@ -12,6 +12,7 @@ anomalous pixels) it measures, each method in its own subprocess so that the num
 and the maximum absolute difference of the three values.
 
     python scripts/bench_metrics.py --pixels 20000000 --out bench.json
+    python scripts/bench_metrics.py --methods ours,ours:cuda,sklearn   # with a GPU
 """
 from __future__ import annotations
 
@@ -53,10 +54,10 @@ def make_data(n_pixels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return masks, maps
 
 
-def run_ours(masks, maps) -> dict:
+def run_ours(masks, maps, device=None) -> dict:
     from saa.metrics import pixel_metrics
 
-    m = pixel_metrics(masks, maps)
+    m = pixel_metrics(masks, maps, device)
     return {"auroc": m["auroc"], "ap": m["ap"], "f1_max": m["f1_max"]}
 
 
@@ -75,11 +76,21 @@ def run_sklearn(masks, maps) -> dict:
 
 def child(method: str, n_pixels: int, seed: int) -> None:
     masks, maps = make_data(n_pixels, seed)
-    fn = run_ours if method == "ours" else run_sklearn
-    if method == "ours":
+    if method.startswith("ours"):
         import saa.metrics  # noqa: F401  (import cost not timed)
+
+        device = method.split(":", 1)[1] if ":" in method else None  # "ours:cuda": the sort on the GPU
+        if device:
+            import torch
+
+            torch.zeros(1, device=device)  # initialise the device outside the timing
+
+        def fn(a, b):
+            return run_ours(a, b, device)
     else:
         import sklearn.metrics  # noqa: F401
+
+        fn = run_sklearn
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -108,8 +119,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pixels", type=int, default=100_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON to this file")
-    ap.add_argument("--methods", default="ours,sklearn")
-    ap.add_argument("--child", choices=["ours", "sklearn"], help=argparse.SUPPRESS)
+    ap.add_argument("--methods", default="ours,sklearn",
+                    help="comma-separated: ours, ours:cuda (the sort with torch on the GPU), sklearn")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args.child, args.pixels, args.seed)

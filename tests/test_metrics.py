@@ -502,3 +502,27 @@ def test_threshold_in_dtype_keeps_comparisons_exact():
     ts = list(rng.random(300)) + list(x[::97].astype(float)) + [0.3, 1e39, -1e39, np.inf, -np.inf]
     for t in ts:
         np.testing.assert_array_equal(x >= np.float64(t), x >= M._threshold_in_dtype(float(t), x.dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_sort_path_equals_numpy(dtype):
+    """compute_all(device=...) sorts with torch (CUDA when asked; the CPU here): identical values,
+    ties included, and NaN still refused."""
+    import torch
+
+    from saa.metrics import _sort_scores
+
+    rng = np.random.default_rng(7)
+    masks, maps = blob_maps(rng, n=5, h=24, w=24, defect_free=(1,))
+    maps = np.round(normalize_maps(maps), 2).astype(dtype)  # coarse values: large tie groups
+    labels = masks.any(axis=(1, 2))
+    scores = maps.max(axis=(1, 2))
+    a = _sort_scores(maps.ravel())
+    b = _sort_scores(maps.ravel(), device=torch.device("cpu"))
+    assert np.array_equal(a.values, b.values) and np.array_equal(a.first, b.first) and a.n == b.n
+    assert b.values.dtype == maps.dtype and len(b.values) < maps.size / 10
+    assert compute_all(labels, scores, masks, maps) == compute_all(labels, scores, masks, maps, device="cpu")
+    bad = maps.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        compute_all(labels, scores, masks, bad, device="cpu")
