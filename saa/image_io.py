@@ -117,3 +117,34 @@ def atomic_save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def prefetch(items, load, depth: int = 2):
+    """Yield ``(item, load(item))`` in order, with the next ``depth`` loads running in a background
+    thread while the caller works on the current one (image decoding overlaps the models).
+
+    A load that raises re-raises in the caller at that item, in order, so errors name the same file
+    as without prefetching; items after it are not loaded by the caller. ``depth <= 0``: no thread.
+    """
+    items = list(items)
+    if depth <= 0 or len(items) < 2:
+        for it in items:
+            yield it, load(it)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saa-prefetch") as pool:
+        pending = [pool.submit(load, it) for it in items[:depth]]
+        nxt = len(pending)
+        try:
+            for i, it in enumerate(items):
+                fut = pending[i]
+                if nxt < len(items):
+                    pending.append(pool.submit(load, items[nxt]))
+                    nxt += 1
+                yield it, fut.result()
+                pending[i] = None  # drop the reference: memory stays at ~depth images
+        finally:
+            for f in pending:
+                if f is not None:
+                    f.cancel()

@@ -150,3 +150,36 @@ def test_very_large_image_reads(tmp_path):
     cv2.imwrite(str(tmp_path / "big.png"), big)
     out = read_rgb(tmp_path / "big.png")
     assert out.shape == (8000, 8000, 3) and out.dtype == np.uint8 and out[97, 5, 1] == 200
+
+
+def test_prefetch_order_background_thread_and_errors(tmp_path, rgb):
+    """Images decode in a background thread, at most `depth` ahead, in order; a bad file raises
+    at its own position with its own path."""
+    import threading
+
+    from saa.image_io import prefetch
+
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), rgb[:, :, ::-1])
+        paths.append(p)
+    (tmp_path / "2.png").write_bytes(b"not an image")
+    loaded, threads = [], set()
+
+    def load(p):
+        loaded.append(p.name)
+        threads.add(threading.current_thread().name)
+        return read_rgb(p)
+
+    seen = []
+    with pytest.raises(ImageReadError, match="2.png"):
+        for i, (p, img) in enumerate(prefetch(paths, load, depth=2)):
+            assert len(loaded) <= i + 3  # never more than depth ahead (+ the one being yielded)
+            assert img.shape == rgb.shape
+            seen.append(p.name)
+    assert seen == ["0.png", "1.png"]
+    assert threads and all(t.startswith("saa-prefetch") for t in threads)
+    # depth 0: no thread, same results
+    out = [(p.name, img.shape) for p, img in prefetch(paths[:2], read_rgb, depth=0)]
+    assert out == [("0.png", rgb.shape), ("1.png", rgb.shape)]
