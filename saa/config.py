@@ -1,8 +1,9 @@
 """Run configuration: the YAML schema, ``--set`` overrides and readable validation errors.
 
 A configuration file (see ``configs/*.yaml``) holds the model files, the behaviour preset
-(``official`` reproduces the authors' code, ``paper`` the paper's description; SPEC §3.8), the
-general defect prompts and, per category, the expert prompts and property values (SPEC §3.1, §6).
+(``official`` reproduces the authors' code, ``paper`` the paper's description; SPEC §3.8;
+``improved`` is ours, not the authors': ``paper`` plus cross-image saliency), the general defect
+prompts and, per category, the expert prompts and property values (SPEC §3.1, §6).
 
 Entry points used by the rest of the package::
 
@@ -34,6 +35,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,6 +44,7 @@ from pydantic import (
 from .errors import ConfigError
 
 __all__ = [
+    "CROSS_IMAGE_KEYS",
     "PRESETS",
     "BehaviourConfig",
     "CategoryConfig",
@@ -149,6 +152,8 @@ def _check_device(value: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 ColorOrder = Literal["bgr", "rgb"]
+#: How a cross-image score map joins the single-image saliency map (saa.cross_bank.combine_saliency).
+CombineRule = Literal["geomean", "cross", "mean", "product", "max"]
 
 
 class ResolvedBehaviour(BaseModel):
@@ -165,6 +170,13 @@ class ResolvedBehaviour(BaseModel):
     rescore_gamma: NonNegativeFloat
     fusion_delta: NonNegativeFloat
     area_rule: Literal["boxes", "masks"]
+    # Cross-image saliency (our addition, not the authors'; see saa.cross_bank). Off unless a
+    # preset or the config turns it on, so presets written before it existed stay valid.
+    cross_image_saliency: StrictBool = False
+    cross_image_combine: CombineRule = "geomean"
+    cross_image_k: PositiveInt = 1
+    cross_image_max_others: NonNegativeInt = 0
+    cross_image_subset: Literal["similar", "spread"] = "similar"
 
 
 class BehaviourConfig(BaseModel):
@@ -181,7 +193,30 @@ class BehaviourConfig(BaseModel):
     rescore_gamma: Optional[NonNegativeFloat] = None
     fusion_delta: Optional[NonNegativeFloat] = None
     area_rule: Optional[Literal["boxes", "masks"]] = None
+    #: Combine the saliency map with a cross-image score map (each position against the other
+    #: images of the category; needs several images: ``saa run``, or ``saa predict`` on several).
+    cross_image_saliency: Optional[StrictBool] = None
+    #: ``geomean``: sqrt(single x cross) of the raw maps (both 1 - cos distances); ``cross``: the
+    #: cross-image map alone; ``mean`` / ``product`` / ``max`` of the two maps, each divided by its
+    #: own mean first (saa.cross_bank.combine_saliency).
+    cross_image_combine: Optional[CombineRule] = None
+    #: nearest positions (over the other images) averaged by the cross-image score
+    cross_image_k: Optional[PositiveInt] = None
+    #: compare each image with at most this many others (0 = all of them)
+    cross_image_max_others: Optional[NonNegativeInt] = None
+    #: which others when capped: ``similar`` (closest global descriptors) or ``spread`` (evenly spaced)
+    cross_image_subset: Optional[Literal["similar", "spread"]] = None
 
+
+#: The behaviour keys of cross-image saliency. They do not change anything while
+#: ``cross_image_saliency`` is off (and are then left out of a run's resume fingerprint).
+CROSS_IMAGE_KEYS = (
+    "cross_image_saliency",
+    "cross_image_combine",
+    "cross_image_k",
+    "cross_image_max_others",
+    "cross_image_subset",
+)
 
 #: Preset name -> complete behaviour dict. Add presets with :func:`register_preset`.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -196,6 +231,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         rescore_gamma=3.0,
         fusion_delta=1.0,
         area_rule="boxes",
+        cross_image_saliency=False,
+        cross_image_combine="geomean",
+        cross_image_k=1,
+        cross_image_max_others=0,
+        cross_image_subset="similar",
     ),
 }
 # What the paper describes: the official behaviour with every SPEC §3.8 switch flipped.
@@ -208,10 +248,25 @@ PRESETS["paper"] = dict(
     fusion_delta=0.0,
     area_rule="masks",
 )
+# OURS, not the authors': the paper's formulas (RGB to every model, nearest-neighbour saliency,
+# the paper's re-scoring and fusion, the area rule on masks) plus cross-image saliency: the
+# single-image saliency map is combined (geometric mean) with each position's distance to its
+# nearest position in the 32 most similar other images of the category (saa.cross_bank). Needs
+# several images of a category (``saa run``, or ``saa predict`` on several images); on one image
+# it falls back to the paper preset's saliency and says so in the prediction's notes.
+PRESETS["improved"] = dict(
+    PRESETS["paper"],
+    cross_image_saliency=True,
+    cross_image_combine="geomean",
+    cross_image_k=1,
+    cross_image_max_others=32,
+    cross_image_subset="similar",
+)
 
 
 def register_preset(name: str, behaviour: Mapping[str, Any]) -> None:
-    """Register (or replace) a preset; ``behaviour`` must set every switch."""
+    """Register (or replace) a preset; ``behaviour`` must set every switch (the ``cross_image_*``
+    ones may be left out: cross-image saliency is then off)."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"preset name must be a non-empty string, got {name!r}")
     try:
@@ -234,6 +289,10 @@ class GroundingConfig(BaseModel):
     text_encoder: NonEmptyStr = "bert-base-uncased"
     box_threshold: UnitFloat = 0.1
     text_threshold: UnitFloat = 0.1
+    # "fast": saa.models.dino_kernels (deformable attention as one weighted gather, image-text
+    # fusion with the projections folded into the text side); "reference": the package's own code.
+    # Same formulas; outputs differ by float32 rounding only.
+    kernels: Literal["fast", "reference"] = "fast"
 
 
 class SamConfig(BaseModel):

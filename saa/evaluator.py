@@ -17,6 +17,8 @@ File layout of a run (``out_dir``)::
                                       ``image_score`` (raw), ``image_size``, ``fingerprint``, ``image``
     <category>/maps/<key>.json        the image's regions (``Prediction.regions_dict()``)
     <category>/scores.csv             key, label, raw score, normalised image score
+    <category>/cross_features/        cross-image saliency only (preset ``improved``): pass-1 features,
+                                      one file per image, deleted once every map of the category exists
     vand/<experiment>/0shot/0/...     kind ``visa_challenge`` only: the VAND 2023 tree (saa.vand)
 
 ``<key>`` is the sample key (``<defect_type>/<stem>``) with ``/`` replaced by ``__``.
@@ -26,6 +28,14 @@ made with the same settings (a fingerprint of preset, behaviour, models, prompts
 category's properties; the device and ``weights_dir`` are not part of it) is not recomputed.
 A corrupt, partial or stale file is recomputed. Per-image files are written atomically, so an
 interrupted run loses at most the image in progress.
+
+Cross-image saliency (``behaviour.cross_image_saliency``, e.g. preset ``improved``): a map also
+depends on the other images of its category, so the fingerprint then also covers the
+``cross_image_*`` settings and the category's sample keys. When some image of a category must be
+computed, pass 1 first stores the saliency features of EVERY image of the category (reusing
+stored ones), then pass 2 predicts the missing images against them (saa.cross_bank); a fully
+resumed category loads no model. Under torchrun each process computes its share of the features,
+all wait for each other, then each computes its share of the maps against all features.
 
 Evaluation per category (SPEC §5): the raw maps are resized to ``eval_size`` (option
 ``dataset.options.eval_size``, default 400; bicubic for maps, nearest for masks), normalised
@@ -54,7 +64,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .config import SaaConfig, config_from_dict, load_config
+from .config import CROSS_IMAGE_KEYS, SaaConfig, config_from_dict, load_config
 from .datasets import AnomalyDataset, Sample, build_dataset
 from .errors import ConfigError, DatasetError
 from .image_io import atomic_write_bytes, atomic_write_text, read_rgb
@@ -72,6 +82,7 @@ __all__ = [
     "map_file_name",
     "map_path",
     "config_fingerprint",
+    "cross_image_enabled",
     "save_image_result",
     "load_image_result",
     "resize_maps",
@@ -151,18 +162,36 @@ def map_path(out_dir: str | os.PathLike, category: str, key: str) -> Path:
     return Path(out_dir) / category / "maps" / map_file_name(key)
 
 
-def config_fingerprint(config: SaaConfig, category: str) -> str:
-    """Hash of everything that changes a category's maps (device and weights_dir excluded)."""
+def cross_image_enabled(config: SaaConfig) -> bool:
+    """Whether the config combines the saliency with cross-image saliency (preset ``improved``)."""
+    return bool(config.resolved_behaviour().cross_image_saliency)
+
+
+def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequence[str]] = None) -> str:
+    """Hash of everything that changes a category's maps (device and weights_dir excluded).
+
+    With cross-image saliency on, a map also depends on the other images of the category: pass
+    their sample ``images`` keys (they are then part of the hash). With it off, the
+    ``cross_image_*`` switches and ``images`` change nothing and are left out (so the hashes of
+    ``official`` and ``paper`` runs are those of earlier versions).
+    """
     models = config.models.model_dump(mode="json")
     models.pop("device", None)
     models.pop("weights_dir", None)
+    behaviour = config.resolved_behaviour().model_dump(mode="json")
+    cross = bool(behaviour["cross_image_saliency"])
+    if not cross:
+        for key in CROSS_IMAGE_KEYS:
+            behaviour.pop(key, None)
     data = {
-        "behaviour": config.resolved_behaviour().model_dump(mode="json"),
+        "behaviour": behaviour,
         "out_size": config.out_size,
         "models": models,
         "prompts": [list(p) for p in config.language_prompts(category)],
         "category": config.category(category).model_dump(mode="json"),
     }
+    if cross and images is not None:
+        data["cross_image_set"] = hashlib.sha256("\n".join(sorted(map(str, images))).encode("utf-8")).hexdigest()
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -414,9 +443,11 @@ def compute_lite_category(lite, config: SaaConfig, dataset: AnomalyDataset, cate
     return len(missing)
 
 
-def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True):
+def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True, bank=None,
+                 index: Optional[int] = None):
     """The stored result of one image, or compute and store it. Returns (result, seconds spent in
-    predict, or None when the stored result was reused)."""
+    predict, or None when the stored result was reused). ``bank`` / ``index``: the category's
+    cross-image bank and this image's place in it (cross-image saliency only)."""
     out_size = int(pipeline.config.out_size)
     path = maps_dir / map_file_name(s.key)
     res = load_image_result(path, out_size, fp) if resume else None
@@ -424,7 +455,7 @@ def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = Tr
         return res, None
     rgb = read_rgb(s.image_path)
     t0 = time.perf_counter()
-    pred = pipeline.predict(rgb, s.category)
+    pred = pipeline.predict(rgb, s.category, others=bank, index=index if bank is not None else None)
     seconds = time.perf_counter() - t0
     res = ImageResult(np.asarray(pred.anomaly_map, dtype=np.float32), float(pred.score),
                       (int(rgb.shape[0]), int(rgb.shape[1])))
@@ -434,20 +465,77 @@ def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = Tr
     return res, seconds
 
 
-def compute_shard(pipeline, dataset: AnomalyDataset, category: str, out_dir: str | os.PathLike, rank: int,
-                  world: int, resume: bool = True, progress: bool = True) -> int:
-    """Compute (or reuse) the per-image results of every ``world``-th image of a category, starting at
-    ``rank``: one process's share of a run under torchrun. Returns how many were computed."""
+def category_fingerprint(config: SaaConfig, samples: Sequence[Sample], category: str) -> str:
+    """:func:`config_fingerprint` of a category, with its sample keys when cross-image saliency is on."""
+    return config_fingerprint(config, category, [s.key for s in samples] if cross_image_enabled(config) else None)
+
+
+def cross_feature_store(out_dir: str | os.PathLike, category: str, fp: str):
+    """The folder of a category's pass-1 features (saa.cross_bank.FeatureStore) in a run."""
+    from .cross_bank import FeatureStore
+
+    return FeatureStore(Path(out_dir) / category / "cross_features", fp)
+
+
+def _missing(samples: Sequence[Sample], maps_dir: Path, out_size: int, fp: str, resume: bool) -> list[int]:
+    return [i for i, s in enumerate(samples)
+            if not resume or load_image_result(maps_dir / map_file_name(s.key), out_size, fp) is None]
+
+
+def compute_cross_features(pipeline, samples: Sequence[Sample], store, indices: Optional[Sequence[int]] = None,
+                           resume: bool = True, progress: bool = True, desc: str = "features") -> int:
+    """Pass 1 of cross-image saliency: store the saliency features of ``samples`` (those at
+    ``indices``, default all) that ``store`` does not hold yet (all of them with ``resume=False``).
+    Returns how many were computed."""
     from tqdm.auto import tqdm
 
-    fp = config_fingerprint(pipeline.config, category)
+    todo = [i for i in (range(len(samples)) if indices is None else indices)
+            if not resume or not store.has(samples[i].key)]
+    for i in tqdm(todo, desc=desc, unit="img", disable=not progress or not todo, dynamic_ncols=True):
+        store.put(samples[i].key, pipeline.saliency_features(read_rgb(samples[i].image_path)))
+    return len(todo)
+
+
+def compute_shard(pipeline, dataset: AnomalyDataset, category: str, out_dir: str | os.PathLike, rank: int,
+                  world: int, resume: bool = True, progress: bool = True, barrier=None) -> int:
+    """Compute (or reuse) the per-image results of every ``world``-th image of a category, starting at
+    ``rank``: one process's share of a run under torchrun. Returns how many were computed.
+
+    With cross-image saliency, ``barrier`` (e.g. ``torch.distributed.barrier``) is called after the
+    features pass (each process computes its share of the features of the whole category) and after
+    the maps; rank 0 then deletes the category's features.
+    """
+    from tqdm.auto import tqdm
+
+    config: SaaConfig = pipeline.config
+    samples = dataset.samples(category)
+    fp = category_fingerprint(config, samples, category)
     maps_dir = Path(out_dir) / category / "maps"
     maps_dir.mkdir(parents=True, exist_ok=True)
-    mine = dataset.samples(category)[rank::world]
+    mine = list(range(rank, len(samples), world))
+    bank = None
+    cross = cross_image_enabled(config)
+    if cross:
+        barrier = barrier or (lambda: None)
+        store = cross_feature_store(out_dir, category, fp)
+        # every process sees the same files here: maps of this category are only written after the barrier
+        need = bool(_missing(samples, maps_dir, int(config.out_size), fp, resume))
+        if need:
+            compute_cross_features(pipeline, samples, store, mine, resume, progress,
+                                   desc=f"{category} features [rank {rank}/{world}]")
+        barrier()
+        if need:
+            from .cross_bank import CrossImageBank
+
+            bank = CrossImageBank.from_store(store, [s.key for s in samples], **pipeline.cross_image_settings())
     computed = 0
-    for s in tqdm(mine, desc=f"{category} [rank {rank}/{world}]", unit="img", disable=not progress,
+    for i in tqdm(mine, desc=f"{category} [rank {rank}/{world}]", unit="img", disable=not progress,
                   dynamic_ncols=True, position=rank):
-        computed += image_result(pipeline, s, maps_dir, fp, resume)[1] is not None
+        computed += image_result(pipeline, samples[i], maps_dir, fp, resume, bank=bank, index=i)[1] is not None
+    if cross:
+        barrier()
+        if rank == 0:
+            store.remove()
     return computed
 
 
@@ -479,20 +567,33 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
     from tqdm.auto import tqdm
 
     config: SaaConfig = pipeline.config
-    fp = fingerprint or config_fingerprint(config, category)
     samples: list[Sample] = dataset.samples(category)
+    fp = fingerprint or category_fingerprint(config, samples, category)
     maps_dir = Path(out_dir) / category / "maps"
     maps_dir.mkdir(parents=True, exist_ok=True)
 
     t_start = time.perf_counter()
+    bank = store = None
+    t_features = 0.0
+    if fingerprint is None and cross_image_enabled(config):
+        # cross-image saliency: pass 1 (features of every image) when any map must be computed
+        store = cross_feature_store(out_dir, category, fp)
+        if _missing(samples, maps_dir, int(config.out_size), fp, resume):
+            from .cross_bank import CrossImageBank
+
+            t0 = time.perf_counter()
+            compute_cross_features(pipeline, samples, store, resume=resume, progress=progress,
+                                   desc=f"{category} features")
+            bank = CrossImageBank.from_store(store, [s.key for s in samples], **pipeline.cross_image_settings())
+            t_features = time.perf_counter() - t0
     t_predict = 0.0
     raw: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
     raw_scores: list[float] = []
     computed = reused = 0
     bar = tqdm(samples, desc=category, unit="img", disable=not progress, dynamic_ncols=True, leave=True)
-    for s in bar:
-        res, seconds = image_result(pipeline, s, maps_dir, fp, resume)
+    for i, s in enumerate(bar):
+        res, seconds = image_result(pipeline, s, maps_dir, fp, resume, bank=bank, index=i)
         if seconds is None:
             reused += 1
         else:
@@ -504,6 +605,8 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
         if progress:
             bar.set_postfix(computed=computed, reused=reused, refresh=False)
     bar.close()
+    if store is not None:
+        store.remove()  # every map of the category is written now
     t_images = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
@@ -542,6 +645,8 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
                                            scores, vand_experiment or VAND_EXPERIMENT))
     seconds = {"total": time.perf_counter() - t_start, "images": t_images, "predict": t_predict,
                "metrics": t_metrics}
+    if t_features:
+        seconds["cross_features"] = t_features
     if computed:
         seconds["per_computed_image"] = t_predict / computed
     log.info("%s: %d images, %d computed, %d reused (%.1f s)", category, len(samples), computed, reused,
@@ -652,7 +757,8 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
 
         if str(config.models.device).startswith("cuda") and ":" not in str(config.models.device):
             pipeline = SAAPipeline(_with_overrides(config, [f"models.device=cuda:{local}"]))
-        computed = sum(compute_shard(pipeline, ds, cat, out, rank, world, resume=resume, progress=progress)
+        computed = sum(compute_shard(pipeline, ds, cat, out, rank, world, resume=resume, progress=progress,
+                                     barrier=dist.barrier)
                        for cat in cats)
         log.info("rank %d/%d computed %d images", rank, world, computed)
         dist.barrier()
@@ -677,7 +783,9 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: str | os.P
 
     results: dict[str, CategoryResult] = {}
     for cat in cats:
-        results[cat] = evaluate_category(pipeline, ds, cat, out, eval_size=eval_size, resume=resume,
+        # maps this run has just computed (torchrun shards, lite mode) are reused, even with resume=False
+        results[cat] = evaluate_category(pipeline, ds, cat, out, eval_size=eval_size,
+                                         resume=resume or world > 1 or method == "lite",
                                          progress=progress, vand_root=vand_root, vand_experiment=vand_exp,
                                          fingerprint=fingerprints[cat])
 

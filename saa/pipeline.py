@@ -4,6 +4,16 @@
 ``SAAPipeline.from_config(cfg).predict(image, category)`` returns a :class:`Prediction` holding the
 anomaly map (at ``out_size`` and at the image size), the saliency map, the object boxes/masks and
 every candidate region with the reason it was dropped, if it was.
+
+Cross-image saliency (``behaviour.cross_image_saliency``, on in the ``improved`` preset; our
+addition, not the authors'): the saliency map is combined with each position's distance to the
+OTHER images of the category before re-scoring. It takes two passes over the images::
+
+    bank = pipe.cross_image_bank(images)                  # pass 1: saliency-CNN features of each
+    preds = [pipe.predict(im, "bottle", others=bank, index=i) for i, im in enumerate(images)]
+
+(:meth:`SAAPipeline.predict_many` does both.) Without a bank, or with a bank of one image, the
+single-image saliency is used alone, with a warning and a note in the prediction.
 """
 from __future__ import annotations
 
@@ -13,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import cv2
 import numpy as np
 import torch
 
 from . import regularization as R
 from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
+from .cross_bank import CrossImageBank, FeatureStore, combine_saliency
 from .image_io import as_rgb_uint8, read_rgb
-from .saliency import cross_object_saliency, self_similarity_saliency, visual_saliency
+from .saliency import SaliencyResult, cross_object_saliency, self_similarity_saliency, visual_saliency
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +78,7 @@ class Prediction:
     kept_masks: np.ndarray  # (K, H, W) bool masks of the kept defect regions
     object_area: float
     defect_max_area: float
-    saliency_branch: str
+    saliency_branch: str  # "single" / "multi", + "+cross(<rule>)" when combined with cross-image saliency
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     trace: dict[str, Any] = field(default_factory=dict)  # intermediates when predict(trace=True)
@@ -134,7 +146,8 @@ class SAAPipeline:
             g = self.config.models.grounding
             self._detector = GroundingDetector(self.config.resolve_path(g.config),
                                                self.config.resolve_path(g.checkpoint),
-                                               self.config.resolve_path(g.text_encoder), self.device)
+                                               self.config.resolve_path(g.text_encoder), self.device,
+                                               kernels=g.kernels)
         return self._detector
 
     @property
@@ -220,14 +233,96 @@ class SAAPipeline:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
-    # ------------------------------------------------------------ predict
-    def predict(self, image, category, *, category_name=None, trace: bool = False) -> "Prediction":
-        """Run SPEC §3 on one image (an RGB uint8 array or a file path)."""
+    # ------------------------------------------------------------ cross-image saliency (pass 1)
+    @property
+    def cross_image(self) -> bool:
+        """Whether the behaviour combines the saliency with cross-image saliency."""
+        return bool(self.behaviour.cross_image_saliency)
+
+    def cross_image_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~saa.cross_bank.CrossImageBank` from the behaviour."""
+        b = self.behaviour
+        return dict(k=b.cross_image_k, max_others=b.cross_image_max_others or None,
+                    subset=b.cross_image_subset, device=self.device)
+
+    def saliency_features(self, image) -> torch.Tensor:
+        """Pass 1 of cross-image saliency: the unit feature grid (C, h, w), float32 on the CPU, of
+        the whole image resized to ``single_object_size``, in the preset's saliency colour order
+        (what the single-object saliency computes on)."""
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
+        b = self.behaviour
+        img = np.ascontiguousarray(rgb[:, :, ::-1]) if b.saliency_color_order == "bgr" else rgb
+        size = b.single_object_size
         with torch.no_grad(), self._precision():
-            return self._predict(image, category, category_name=category_name, trace=trace)
+            feats = self.extractor(cv2.resize(img, (size, size)), size)
+        return feats[0].float().cpu()
+
+    def cross_image_bank(self, images, *, folder: Union[str, Path, None] = None,
+                         keys: Optional[list[str]] = None) -> CrossImageBank:
+        """Pass 1 over ``images`` (RGB arrays or file paths, read one at a time): a bank whose
+        features stay in memory, or, with ``folder``, in files there (memory then stays bounded
+        whatever the number of images; see :mod:`saa.cross_bank`)."""
+        images = list(images)
+        keys = list(keys) if keys is not None else [str(i) for i in range(len(images))]
+        if len(keys) != len(images):
+            raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        settings = self.cross_image_settings()
+        if folder is None:
+            return CrossImageBank.from_features([self.saliency_features(im) for im in images], keys=keys,
+                                                **settings)
+        store = FeatureStore(folder)
+        for key, im in zip(keys, images):
+            store.put(key, self.saliency_features(im))
+        return CrossImageBank.from_store(store, keys, **settings)
+
+    def predict_many(self, images, category, *, folder: Union[str, Path, None] = None, **kwargs):
+        """Predictions of several images of one category (a generator). With cross-image saliency
+        on, a bank of all of them is built first (pass 1) and each is scored against the others."""
+        images = list(images)
+        bank = self.cross_image_bank(images, folder=folder) if self.cross_image and len(images) > 1 else None
+        for i, im in enumerate(images):
+            yield self.predict(im, category, others=bank, index=i if bank is not None else None, **kwargs)
+
+    # ------------------------------------------------------------ predict
+    def predict(self, image, category, *, category_name=None, trace: bool = False,
+                others: Optional[CrossImageBank] = None, index: Optional[int] = None) -> "Prediction":
+        """Run SPEC §3 on one image (an RGB uint8 array or a file path).
+
+        ``others`` / ``index`` (only with ``behaviour.cross_image_saliency``): the bank of the
+        category's images from :meth:`cross_image_bank`; ``index`` is this image's place in it, or
+        None for an image that is not in the bank (it is then scored against the bank's images).
+        """
+        if others is not None and not self.cross_image:
+            raise ValueError("predict(others=...) needs behaviour.cross_image_saliency (e.g. preset 'improved')")
+        if index is not None and others is None:
+            raise ValueError("predict(index=...) needs the bank it indexes: others=...")
+        with torch.no_grad(), self._precision():
+            return self._predict(image, category, category_name=category_name, trace=trace, others=others,
+                                 index=index)
+
+    def _cross_saliency(self, sal: SaliencyResult, rgb: np.ndarray, others: Optional[CrossImageBank],
+                        index: Optional[int], notes: list[str], tr: Optional[dict]) -> SaliencyResult:
+        """Combine the single-image saliency with the cross-image score map (at the image size)."""
+        grid = None
+        if others is not None:
+            grid = others.scores(index) if index is not None else others.scores_for(self.saliency_features(rgb))
+        if grid is None:
+            got = "none were given" if others is None else f"the bank holds {len(others)} image(s)"
+            note = (f"cross-image saliency needs other images of the category ({got}); "
+                    "used the single-image saliency alone")
+            log.warning(note)
+            notes.append(note)
+            return sal
+        height, width = rgb.shape[:2]
+        cross = cv2.resize(np.asarray(grid, dtype=np.float32), (width, height))
+        rule = self.behaviour.cross_image_combine
+        if tr is not None:
+            tr.update(saliency_single=sal.map, saliency_cross=cross)
+        return SaliencyResult(combine_saliency(sal.map, cross, rule), f"{sal.branch}+cross({rule})", sal.note)
 
     def _predict(self, image: Union[np.ndarray, str, Path], category: Union[str, CategoryConfig],
-                 *, category_name: Optional[str] = None, trace: bool = False) -> Prediction:
+                 *, category_name: Optional[str] = None, trace: bool = False,
+                 others: Optional[CrossImageBank] = None, index: Optional[int] = None) -> Prediction:
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
         if isinstance(category, CategoryConfig):
             cat, name = category, category_name or "custom"
@@ -295,6 +390,10 @@ class SAAPipeline:
             if sal.note:
                 notes.append(sal.note)
             timings["saliency"] = time.perf_counter() - t0
+            if b.cross_image_saliency:
+                t0 = time.perf_counter()
+                sal = self._cross_saliency(sal, rgb, others, index, notes, tr)
+                timings["cross_image"] = time.perf_counter() - t0
 
             # --- SAM masks of the defect boxes, area rule, re-scoring (SPEC §3.5, 3.7). The decoder
             # runs once for all boxes; full-size masks are made a chunk at a time and only their

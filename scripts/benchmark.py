@@ -2,7 +2,7 @@
 """Throughput, per-stage time and memory of the pipeline, optionally beside the straightforward
 schedule of the authors' code (``--baseline``), in one process.
 
-    python scripts/benchmark.py --models realsize --sam vit_b --images 5 --baseline --out bench.json
+    python scripts/benchmark.py --models realsize --sam vit_b --images 5 --baseline --exact --out bench.json
     python scripts/benchmark.py --models tiny --images 3
 
 Model sets (random weights; never downloaded):
@@ -128,6 +128,11 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
     ap.add_argument("--baseline", action="store_true",
                     help="also run the straightforward schedule and report the ratio and map difference")
+    ap.add_argument("--exact", action="store_true",
+                    help="also run our schedule with the package's own detector kernels "
+                         "(models.grounding.kernels=reference): the schedule alone, bit-exact")
+    ap.add_argument("--kernels", default="fast", choices=["fast", "reference"],
+                    help="detector kernels of the main 'saa' schedule")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     ap.add_argument("--cache", default=os.environ.get("SAA_BENCH_CACHE", str(Path(tempfile.gettempdir()) / "saa_bench")))
     ap.add_argument("--out", default=None, help="write the JSON here")
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
         ap.error(f"no images match {args.image_glob}")
     step = max(1, len(images) // args.images)
     images = images[::step][: args.images]
-    ov = model_overrides(args) + [f"models.device={args.device}", f"models.precision={args.precision}"]
+    ov = model_overrides(args) + [f"models.device={args.device}", f"models.precision={args.precision}",
+                                  f"models.grounding.kernels={args.kernels}"]
     cfg = load_config(args.config, ov)
 
     t0 = time.perf_counter()
@@ -162,6 +168,21 @@ def main(argv=None) -> int:
     res_fast, maps_fast = run_schedule(fast, images, args.category, "saa")
     result["saa"] = res_fast
 
+    def max_diff(a_maps, b_maps) -> float:
+        return float(max(np.abs(a - b).max() for a, b in zip(a_maps, b_maps)))
+
+    maps_exact = None
+    if args.exact and args.kernels != "reference":
+        from saa.models.grounding import GroundingDetector
+
+        exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
+        g = cfg.models.grounding
+        exact._detector = GroundingDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
+                                            cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
+        res_exact, maps_exact = run_schedule(exact, images, args.category, "saa_exact")
+        result["saa_exact"] = res_exact
+        result["max_abs_map_diff_saa_vs_exact"] = max_diff(maps_fast, maps_exact)
+
     if args.baseline:
         base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
         g = cfg.models.grounding
@@ -172,7 +193,10 @@ def main(argv=None) -> int:
         res_base, maps_base = run_schedule(base, images, args.category, "baseline")
         result["baseline"] = res_base
         result["speedup"] = res_fast["images_per_s"] / res_base["images_per_s"]
-        result["max_abs_map_diff"] = float(max(np.abs(a - b).max() for a, b in zip(maps_fast, maps_base)))
+        result["max_abs_map_diff"] = max_diff(maps_fast, maps_base)
+        if maps_exact is not None:
+            result["speedup_exact"] = result["saa_exact"]["images_per_s"] / res_base["images_per_s"]
+            result["max_abs_map_diff_exact"] = max_diff(maps_exact, maps_base)
 
         # the saliency step alone, on this image's real feature grid
         from saa.image_io import read_rgb

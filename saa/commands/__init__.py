@@ -8,10 +8,19 @@ def add_config_args(p, config_required: bool = True) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set models.device=cuda (repeatable)")
     p.add_argument("--device", default=None, help="shortcut for --set models.device=DEVICE")
+    add_preset_arg(p)
+
+
+def add_preset_arg(p) -> None:
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="behaviour preset: official (the authors' code, default), paper (the paper's formulas) or "
+                        "improved (ours: paper + cross-image saliency); shortcut for --set preset=NAME")
 
 
 def overrides_of(args) -> list[str]:
     ov = list(args.overrides)
     if getattr(args, "device", None):
         ov.append(f"models.device={args.device}")
+    if getattr(args, "preset", None):
+        ov.append(f"preset={args.preset}")
     return ov

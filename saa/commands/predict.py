@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ def register(sub) -> None:
         description="Run the pipeline on image files of one category and write, per image, "
                     "<stem>.npy (map at out_size, float32), <stem>_saliency.npy (saliency at the image size), "
                     "<stem>.json (every candidate region and why it was kept or dropped), <stem>_overlay.png and "
-                    "<stem>_panels.png (the --panels side by side).")
+                    "<stem>_panels.png (the --panels side by side). With cross-image saliency (--preset improved) "
+                    "the images given are each other's references: give several images of the category.")
     add_config_args(p)
     p.add_argument("--category", required=True, help="category key of the config (e.g. bottle)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
@@ -35,9 +37,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..config import load_config
     from ..errors import ImageReadError, SaaError
-    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
+    from ..image_io import read_rgb
     from ..pipeline import SAAPipeline
-    from ..visualize import parse_panels, prediction_overlay, prediction_panels
+    from ..visualize import parse_panels
 
     panels = None
     if args.panels.strip().lower() != "none":
@@ -54,32 +56,65 @@ def run(args) -> int:
     pipe = SAAPipeline(cfg).load_models()
     stems: set[str] = set()
     failed = []
-    for path in args.images:
+    with tempfile.TemporaryDirectory(prefix="saa_cross_") as tmp:
+        paths, bank = list(args.images), None
+        if pipe.cross_image:  # pass 1: the images given are each other's "others"
+            paths, bank = _cross_image_pass(pipe, args.images, Path(tmp), failed)
+        for i, path in enumerate(paths):
+            try:
+                rgb = read_rgb(path)
+            except ImageReadError as e:
+                log.error("%s (skipped)", e)
+                failed.append(path)
+                continue
+            stem = Path(path).stem
+            if stem in stems:  # two inputs with the same stem: keep both results
+                stem = f"{stem}_{len(stems)}"
+            stems.add(stem)
+            pred = pipe.predict(rgb, args.category, others=bank, index=i if bank is not None else None)
+            _write_prediction(out, stem, path, rgb, pred, panels)
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
+        return 1
+    return 0
+
+
+def _cross_image_pass(pipe, images, folder: Path, failed: list):
+    """Pass 1 of cross-image saliency over the readable ``images``: (their paths, the bank; None
+    with fewer than two images: the pipeline then notes that it used single-image saliency)."""
+    from ..cross_bank import CrossImageBank, FeatureStore
+    from ..errors import ImageReadError
+    from ..image_io import read_rgb
+
+    store, ok = FeatureStore(folder), []
+    for path in images:
         try:
             rgb = read_rgb(path)
         except ImageReadError as e:
             log.error("%s (skipped)", e)
             failed.append(path)
             continue
-        stem = Path(path).stem
-        if stem in stems:  # two inputs with the same stem: keep both results
-            stem = f"{stem}_{len(stems)}"
-        stems.add(stem)
-        pred = pipe.predict(rgb, args.category)
-        atomic_save_npy(out / f"{stem}.npy", pred.anomaly_map.astype(np.float32))
-        atomic_save_npy(out / f"{stem}_saliency.npy", pred.saliency.astype(np.float32))
-        info = pred.regions_dict()
-        info["image"] = str(path)
-        atomic_write_text(out / f"{stem}.json", json.dumps(info, indent=1))
-        atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
-        if panels:
-            atomic_save_png(out / f"{stem}_panels.png", prediction_panels(rgb, pred, panels=panels))
-        print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
-              f"{len(pred.defects)} candidates -> {out / stem}.npy")
-    if failed:
-        print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
-        return 1
-    return 0
+        store.put(str(len(ok)), pipe.saliency_features(rgb))
+        ok.append(path)
+    if len(ok) < 2:
+        return ok, None
+    return ok, CrossImageBank.from_store(store, [str(i) for i in range(len(ok))], **pipe.cross_image_settings())
+
+
+def _write_prediction(out: Path, stem: str, path, rgb, pred, panels) -> None:
+    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text
+    from ..visualize import prediction_overlay, prediction_panels
+
+    atomic_save_npy(out / f"{stem}.npy", pred.anomaly_map.astype(np.float32))
+    atomic_save_npy(out / f"{stem}_saliency.npy", pred.saliency.astype(np.float32))
+    info = pred.regions_dict()
+    info["image"] = str(path)
+    atomic_write_text(out / f"{stem}.json", json.dumps(info, indent=1))
+    atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
+    if panels:
+        atomic_save_png(out / f"{stem}_panels.png", prediction_panels(rgb, pred, panels=panels))
+    print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
+          f"{len(pred.defects)} candidates -> {out / stem}.npy")
 
 
 def _run_lite(args, cfg, out: Path) -> int:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import add_preset_arg
+
 log = logging.getLogger("saa.run")
 
 _DESCRIPTION = (
@@ -32,6 +34,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="output folder (default: results/<config file stem>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set out_size=256 (repeatable)")
+    add_preset_arg(p)
     p.add_argument("--method", choices=["full", "lite"], default="full",
                    help="full: SAA+ (Grounding DINO + SAM + saliency); lite: no foundation models, each image "
                         "scored against the other images of its category with EfficientNet-Lite0 features "
@@ -56,7 +59,8 @@ def run(args) -> int:
     from ..config import load_config
     from ..evaluator import evaluate_run
 
-    cfg = load_config(args.config, list(args.overrides))
+    preset = [f"preset={args.preset}"] if getattr(args, "preset", None) else []
+    cfg = load_config(args.config, list(args.overrides) + preset)
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
                           resume=args.resume, progress=args.progress, method=args.method)
