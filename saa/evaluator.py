@@ -67,7 +67,7 @@ import numpy as np
 from .config import CROSS_IMAGE_KEYS, SaaConfig, config_from_dict, load_config
 from .datasets import AnomalyDataset, Sample, build_dataset
 from .errors import ConfigError, DatasetError
-from .image_io import atomic_write_bytes, atomic_write_text, read_rgb
+from .image_io import atomic_write_bytes, atomic_write_text, prefetch, read_rgb
 from .metrics import compute_all, image_metrics, normalize_maps
 
 __all__ = [
@@ -443,17 +443,29 @@ def compute_lite_category(lite, config: SaaConfig, dataset: AnomalyDataset, cate
     return len(missing)
 
 
+def fetch_image(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True):
+    """The I/O half of :func:`image_result` (run ahead in a background thread by the loops below):
+    ``(stored result, None)`` when a valid one exists, else ``(None, the decoded RGB image)``."""
+    res = load_image_result(maps_dir / map_file_name(s.key), int(pipeline.config.out_size), fp) if resume else None
+    return (res, None) if res is not None else (None, read_rgb(s.image_path))
+
+
+def _prefetched(pipeline, samples: Sequence[Sample], indices: Sequence[int], maps_dir: Path, fp: str,
+                resume: bool):
+    """``(i, fetched)`` for each index, the next images read while the current one is predicted."""
+    return prefetch(indices, lambda i: fetch_image(pipeline, samples[i], maps_dir, fp, resume), depth=2)
+
+
 def image_result(pipeline, s: Sample, maps_dir: Path, fp: str, resume: bool = True, bank=None,
-                 index: Optional[int] = None):
+                 index: Optional[int] = None, fetched=None):
     """The stored result of one image, or compute and store it. Returns (result, seconds spent in
     predict, or None when the stored result was reused). ``bank`` / ``index``: the category's
-    cross-image bank and this image's place in it (cross-image saliency only)."""
-    out_size = int(pipeline.config.out_size)
+    cross-image bank and this image's place in it (cross-image saliency only). ``fetched``: what
+    :func:`fetch_image` returned for it, if it already ran."""
     path = maps_dir / map_file_name(s.key)
-    res = load_image_result(path, out_size, fp) if resume else None
+    res, rgb = fetched if fetched is not None else fetch_image(pipeline, s, maps_dir, fp, resume)
     if res is not None:
         return res, None
-    rgb = read_rgb(s.image_path)
     t0 = time.perf_counter()
     pred = pipeline.predict(rgb, s.category, others=bank, index=index if bank is not None else None)
     seconds = time.perf_counter() - t0
@@ -529,9 +541,13 @@ def compute_shard(pipeline, dataset: AnomalyDataset, category: str, out_dir: str
 
             bank = CrossImageBank.from_store(store, [s.key for s in samples], **pipeline.cross_image_settings())
     computed = 0
-    for i in tqdm(mine, desc=f"{category} [rank {rank}/{world}]", unit="img", disable=not progress,
-                  dynamic_ncols=True, position=rank):
-        computed += image_result(pipeline, samples[i], maps_dir, fp, resume, bank=bank, index=i)[1] is not None
+    bar = tqdm(total=len(mine), desc=f"{category} [rank {rank}/{world}]", unit="img", disable=not progress,
+               dynamic_ncols=True, position=rank)
+    for i, fetched in _prefetched(pipeline, samples, mine, maps_dir, fp, resume):
+        computed += image_result(pipeline, samples[i], maps_dir, fp, resume, bank=bank, index=i,
+                                 fetched=fetched)[1] is not None
+        bar.update(1)
+    bar.close()
     if cross:
         barrier()
         if rank == 0:
@@ -591,9 +607,11 @@ def evaluate_category(pipeline, dataset: AnomalyDataset, category: str, out_dir:
     sizes: list[tuple[int, int]] = []
     raw_scores: list[float] = []
     computed = reused = 0
-    bar = tqdm(samples, desc=category, unit="img", disable=not progress, dynamic_ncols=True, leave=True)
-    for i, s in enumerate(bar):
-        res, seconds = image_result(pipeline, s, maps_dir, fp, resume, bank=bank, index=i)
+    bar = tqdm(total=len(samples), desc=category, unit="img", disable=not progress, dynamic_ncols=True, leave=True)
+    for i, fetched in _prefetched(pipeline, samples, range(len(samples)), maps_dir, fp, resume):
+        res, seconds = image_result(pipeline, samples[i], maps_dir, fp, resume, bank=bank, index=i,
+                                    fetched=fetched)
+        bar.update(1)
         if seconds is None:
             reused += 1
         else:
