@@ -2,10 +2,24 @@
 
 Anomalies are rare across a test set (the idea behind MuSc): a normal patch of image ``i`` has a
 close match somewhere in the other images of its category, a defect patch has not. For image ``i``
-and position ``p`` with unit feature ``f``::
+and position ``p`` with unit feature ``f``, two ways to aggregate (``aggregate=``):
+
+``"nearest"`` (default)::
 
     score(i, p) = mean over the k nearest g of (1 - cos(f, g)),
                   g ranging over ALL positions of the other images (or of a subset of them)
+
+``"per_image"`` (MuSc's "interval average" of per-image nearest distances)::
+
+    d_j(p)      = mean over the k nearest g of image j of (1 - cos(f, g)),  for each other image j
+    score(i, p) = mean of the ceil(fraction * R) smallest d_j(p)            (R = number of others)
+
+``"nearest"`` fails when a kind of defect recurs in the set: one similar defect in ANY other image
+is enough to make a defect patch look normal. ``"per_image"`` asks for a close match in at least a
+``fraction`` of the other images, so a defect that recurs in fewer than about that fraction of the
+images still scores high. On the 492 real MTD images (80 % defective; 23 % have blowholes, 20 % uneven
+surfaces), with the lite defaults (:mod:`saa.lite`): image AUROC 56 -> 62, AUPRO 37.5 -> 45.2 and
+the pixel AUROC of each small-defect class +2 to +6 points over ``"nearest"`` with the same others.
 
 Pure functions on feature tensors; no model here (see :mod:`saa.lite`).
 
@@ -22,7 +36,8 @@ Memory of one call of :func:`cross_image_scores`, besides the features themselve
   ``max(block, positions of one image)`` positions);
 * one similarity tile, ``chunk x block`` floats (``chunk`` query positions against one block),
   plus a ``topk`` result of ``chunk x k``;
-* the running best similarities of the image being scored, ``positions x k`` floats.
+* the running best similarities of the image being scored, ``positions x k`` floats
+  (``"per_image"``: the per-image distances ``d_j``, ``positions x R`` floats instead).
 
 Nothing of size ``positions x (positions of all others)`` is ever built. With the defaults
 (``chunk = 1024``, ``block = 16384``) a tile is 64 MiB; e.g. 100 images of 64 x 64 positions and
@@ -34,6 +49,7 @@ callers fall back to single-image saliency (``saa.lite`` logs a warning when it 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
@@ -45,8 +61,11 @@ FeatureLike = Union[torch.Tensor, np.ndarray]
 Subset = Literal["similar", "spread"]
 CombineRule = Literal["cross", "mean", "product", "max"]
 COMBINE_RULES = ("cross", "mean", "product", "max")
+Aggregate = Literal["nearest", "per_image"]
+AGGREGATES = ("nearest", "per_image")
 
-__all__ = ["cross_image_scores", "select_others", "global_descriptors", "combine", "COMBINE_RULES"]
+__all__ = ["cross_image_scores", "select_others", "global_descriptors", "combine", "pool_features",
+           "COMBINE_RULES", "AGGREGATES"]
 
 
 def _as_grid(f: FeatureLike) -> torch.Tensor:
@@ -95,31 +114,91 @@ def select_others(n: int, i: int, max_others: Optional[int] = None, subset: Subs
     raise ValueError(f"subset must be 'similar' or 'spread', not {subset!r}")
 
 
-def _blocks(flats: Sequence[torch.Tensor], idx: Sequence[int], block: int):
-    """Concatenate whole images of ``idx`` into (positions, C) blocks of about ``block`` positions."""
-    cur: list[torch.Tensor] = []
+def _block_groups(flats: Sequence[torch.Tensor], idx: Sequence[int], block: int):
+    """Group whole images of ``idx`` (in order) into runs of about ``block`` positions."""
+    cur: list[int] = []
     size = 0
     for j in idx:
         if cur and size + flats[j].shape[0] > block:
-            yield torch.cat(cur) if len(cur) > 1 else cur[0]
+            yield cur
             cur, size = [], 0
-        cur.append(flats[j])
+        cur.append(j)
         size += flats[j].shape[0]
     if cur:
-        yield torch.cat(cur) if len(cur) > 1 else cur[0]
+        yield cur
+
+
+def _blocks(flats: Sequence[torch.Tensor], idx: Sequence[int], block: int):
+    """Concatenate whole images of ``idx`` into (positions, C) blocks of about ``block`` positions."""
+    for g in _block_groups(flats, idx, block):
+        yield torch.cat([flats[j] for j in g]) if len(g) > 1 else flats[g[0]]
+
+
+def pool_features(f: FeatureLike, pool: int) -> torch.Tensor:
+    """Local aggregation: mean of the unit features over ``pool x pool`` cells (stride ``pool``;
+    a partial last row / column is averaged over the cells it has), re-normalised -> (C, h', w').
+
+    Like PatchCore's / MuSc's neighbourhood aggregation it makes a position describe a small patch
+    rather than one cell, and it divides the cost of a cross-image search by ``pool ** 4``.
+    ``pool = 1`` returns the grid unchanged (as float32).
+    """
+    g = _as_grid(f)
+    pool = int(pool)
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    if pool == 1:
+        return g
+    p = torch.nn.functional.avg_pool2d(g[None], pool, stride=pool, ceil_mode=True, count_include_pad=False)[0]
+    return torch.nn.functional.normalize(p, dim=0)
+
+
+@torch.no_grad()
+def _per_image_scores(flats: Sequence[torch.Tensor], i: int, idx: Sequence[int], k: int, fraction: float,
+                      chunk: int, block: int) -> torch.Tensor:
+    """``"per_image"`` score of image i's positions against the images ``idx`` -> (P_i,)."""
+    q = flats[i]
+    p = q.shape[0]
+    per = torch.empty((p, len(idx)), dtype=q.dtype, device=q.device)  # d_j(p), one column per other
+    col = 0
+    for blk_idx in _block_groups(flats, idx, block):
+        blk = torch.cat([flats[j] for j in blk_idx]) if len(blk_idx) > 1 else flats[blk_idx[0]]
+        bt = blk.T  # (C, B) view
+        for s in range(0, p, chunk):
+            sims = q[s:s + chunk] @ bt  # (rows, B)
+            a = 0
+            for c, j in enumerate(blk_idx):
+                b = a + flats[j].shape[0]
+                part = sims[:, a:b]
+                kk = min(k, b - a)
+                if kk == 1:
+                    best = part.max(dim=1)[0]
+                else:
+                    best = torch.topk(part, kk, dim=1, largest=True, sorted=False)[0].mean(dim=1)
+                per[s:s + chunk, col + c] = 1.0 - best
+                a = b
+            del sims
+        col += len(blk_idx)
+    m = max(1, math.ceil(fraction * len(idx) - 1e-9))
+    if m >= len(idx):
+        return per.mean(dim=1)
+    return torch.topk(per, m, dim=1, largest=False, sorted=False)[0].mean(dim=1)
 
 
 @torch.no_grad()
 def cross_image_scores(features: Sequence[FeatureLike], k: int = 1, max_others: Optional[int] = None,
                        chunk: int = 1024, block: int = 16384, subset: Subset = "similar",
+                       aggregate: Aggregate = "nearest", fraction: float = 0.5,
                        ) -> Optional[list[np.ndarray]]:
     """Cross-image anomaly score of every position of every image -> list of (h_i, w_i) float32.
 
     ``features``: one unit-norm feature grid per image, (C, h, w) (or (1, C, h, w)); the grids may
-    differ in size, not in C. ``k``: number of nearest neighbours averaged. ``max_others``: compare
-    each image with at most this many other images (see :func:`select_others`; None = all).
-    ``chunk`` / ``block``: query rows / other positions per similarity tile (memory bound in the
-    module docstring; the result does not depend on them beyond float rounding of the products).
+    differ in size, not in C. ``k``: number of nearest neighbours averaged (``"per_image"``: within
+    each other image). ``max_others``: compare each image with at most this many other images (see
+    :func:`select_others`; None = all). ``aggregate`` / ``fraction``: ``"nearest"`` (k nearest over
+    all positions of all the others) or ``"per_image"`` (mean of the ``ceil(fraction * R)``
+    smallest per-image distances), see the module docstring. ``chunk`` / ``block``: query rows /
+    other positions per similarity tile (memory bound in the module docstring; the result does not
+    depend on them beyond float rounding of the products).
 
     Returns ``None`` when there are fewer than two images (nothing to compare with): the caller
     must fall back to single-image saliency.
@@ -133,12 +212,21 @@ def cross_image_scores(features: Sequence[FeatureLike], k: int = 1, max_others: 
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     chunk, block = max(1, int(chunk)), max(1, int(block))
     flats = [g.reshape(g.shape[0], -1).T.contiguous() for g in grids]  # (P_j, C)
     desc = global_descriptors(grids) if (max_others is not None and subset == "similar") else None
     out: list[np.ndarray] = []
     for i in range(n):
         idx = select_others(n, i, max_others, subset, desc)
+        if aggregate == "per_image":
+            score = _per_image_scores(flats, i, idx, k, fraction, chunk, block)
+            out.append(score.reshape(grids[i].shape[1:]).cpu().numpy().astype(np.float32))
+            continue
         n_other = sum(flats[j].shape[0] for j in idx)
         kk = min(k, n_other)
         q = flats[i]

@@ -6,7 +6,11 @@ no image AUROC), the 3 Intel hazelnut-toy images. Per set, with the project's me
 (:mod:`saa.metrics`): maps resized to 400 x 400 (bicubic; masks nearest), normalised jointly over
 the set (SPEC section 5), image score = max of the map; pixel AUROC, image AUROC, pixel F1-max,
 AUPRO (FPR <= 0.3). For bottle and MTD the authors' single-image saliency ("400 farthest",
-0.5 (1 - cos), SPEC 3.6(a)) is scored on the SAME features in the same run.
+0.5 (1 - cos), SPEC 3.6(a)) is scored on the SAME features (the lite feature grid of the same
+resized images, before pooling; no smoothing, as the authors) in the same run.
+
+Every set is run with the same settings (the :class:`saa.lite.LitePipeline` defaults unless given
+on the command line); each table row names the cross-image settings it used.
 
 ``--scale-test``: cross-image scoring of 100 images at 256 x 256 input (the 31 bottle images
 repeated, cycled): time per image and peak RSS.
@@ -17,6 +21,7 @@ repeated, cycled): time per image and peak RSS.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import resource
@@ -103,7 +108,9 @@ def scale_test(pipe: LitePipeline, root: Path, n: int = 100) -> dict:
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB (Linux)
     c, h, w = feats[0].shape
-    return {"images": n, "input": f"{pipe.size}x{pipe.size}", "grid": f"{h}x{w}", "channels": c,
+    th, tw = pipe.input_shape(*base[0].shape[:2])
+    return {"images": n, "input": f"{th}x{tw}", "grid": f"{h}x{w}", "channels": c,
+            "search_grid": "x".join(str(v) for v in grids[0].shape), "pool": pipe.pool,
             "others_per_image": n - 1 if pipe.max_others is None else min(pipe.max_others, n - 1),
             "seconds_total": dt, "seconds_per_image": dt / n, "peak_rss_mib": peak,
             "torch_threads": torch.get_num_threads()}
@@ -113,29 +120,50 @@ def fmt(v) -> str:
     return "   n/a" if v != v else f"{100 * v:6.2f}"
 
 
+def _defaults() -> dict:
+    return {k: v.default for k, v in inspect.signature(LitePipeline).parameters.items()}
+
+
+def describe(pipe: LitePipeline) -> str:
+    """The cross-image settings of a row, e.g. 'per_image 0.5, 32 others spread, pool 2'."""
+    agg = f"per_image {pipe.fraction:g}" if pipe.aggregate == "per_image" else "nearest"
+    others = "all others" if pipe.max_others is None else f"<={pipe.max_others} others {pipe.subset}"
+    return f"{agg}, k {pipe.k}, {others}, pool {pipe.pool}"
+
+
 def main(argv=None) -> int:
+    d = _defaults()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REAL)
     ap.add_argument("--sets", default="bottle,mtd,visa_pcb,hazelnut")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--stages", default="1,2")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--k", type=int, default=1)
-    ap.add_argument("--smooth", type=float, default=3.0)
-    ap.add_argument("--combine", default="cross")
-    ap.add_argument("--foreground", default=None)
-    ap.add_argument("--max-others", type=int, default=None, help="all other images when omitted")
-    ap.add_argument("--mtd-max-others", type=int, default=16,
-                    help="MTD has 492 images: compare each with this many most similar others (0 = all)")
+    ap.add_argument("--stages", default=",".join(str(s) for s in d["stages"]))
+    ap.add_argument("--size", type=int, default=d["size"])
+    ap.add_argument("--squash", action="store_true", help="resize to size x size (aspect not kept)")
+    ap.add_argument("--pool", type=int, default=d["pool"])
+    ap.add_argument("--k", type=int, default=d["k"])
+    ap.add_argument("--aggregate", default=d["aggregate"], choices=["per_image", "nearest"])
+    ap.add_argument("--fraction", type=float, default=d["fraction"])
+    ap.add_argument("--smooth", type=float, default=d["smooth"], help="Gaussian sigma in input pixels")
+    ap.add_argument("--combine", default=d["combine"])
+    ap.add_argument("--foreground", default=d["foreground"])
+    ap.add_argument("--max-others", type=int, default=d["max_others"], help="0 = all other images")
+    ap.add_argument("--subset", default=d["subset"], choices=["spread", "similar"])
     ap.add_argument("--scale-test", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     stages = tuple(int(s) for s in args.stages.split(","))
     pipe = LitePipeline(stages=stages, size=args.size, k=args.k, smooth=args.smooth, combine=args.combine,
-                        foreground=args.foreground, max_others=args.max_others)
-    print(f"lite: efficientnet_lite0 stages {stages} size {args.size} k {args.k} smooth {args.smooth} "
-          f"combine {args.combine} foreground {args.foreground}; torch threads {torch.get_num_threads()}")
+                        foreground=args.foreground, max_others=args.max_others or None, subset=args.subset,
+                        keep_aspect=not args.squash, pool=args.pool, aggregate=args.aggregate,
+                        fraction=args.fraction)
+    print(f"lite: efficientnet_lite0 stages {stages}, ~{args.size}^2 px input "
+          f"({'squashed' if args.squash else 'aspect kept'}), pool {args.pool}, k {args.k}, {args.aggregate}"
+          f"{f' {args.fraction:g}' if args.aggregate == 'per_image' else ''}, "
+          f"{'all others' if not args.max_others else f'<= {args.max_others} others ({args.subset})'}, "
+          f"smooth {args.smooth:g} px, combine {args.combine}, foreground {args.foreground}; "
+          f"same settings for every set; torch threads {torch.get_num_threads()}")
     results: dict = {"config": vars(args) | {"root": str(args.root), "out": str(args.out)}, "sets": {}}
     rows = []
     for name in [s for s in args.sets.split(",") if s]:
@@ -143,36 +171,34 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         feats = [pipe.features(it[0]) for it in items]
         t1 = time.perf_counter()
-        pipe.max_others = args.max_others
-        if name == "mtd" and args.mtd_max_others:
-            pipe.max_others = args.mtd_max_others
         grids, branch = pipe.score_grids(feats)
         maps = [pipe._finish(g, it[0]) for g, it in zip(grids, items)]
         t2 = time.perf_counter()
         entry = {"images": len(items), "anomalous": sum(it[2] for it in items),
-                 "max_others": pipe.max_others, "branch": branch,
+                 "max_others": pipe.max_others, "settings": describe(pipe), "branch": branch,
                  "seconds_features": t1 - t0, "seconds_scores": t2 - t1,
                  "lite": evaluate(maps, items)}
-        rows.append((name, f"lite ({branch}{'' if pipe.max_others is None else f', {pipe.max_others} others'})",
-                     entry["lite"]))
+        label = f"lite ({branch}: {describe(pipe)})" if branch != "single" else "lite (single-image fallback)"
+        rows.append((name, label, entry["lite"]))
         if name in ("bottle", "mtd"):
             t3 = time.perf_counter()
             entry["farthest400"] = evaluate(farthest_maps(pipe, feats, items), items)
             entry["seconds_farthest400"] = time.perf_counter() - t3
-            rows.append((name, "single-image 400 farthest (authors)", entry["farthest400"]))
+            rows.append((name, "single-image 400 farthest (authors), same features", entry["farthest400"]))
         results["sets"][name] = entry
         print(f"  {name}: {len(items)} images, features {t1 - t0:.1f}s, cross scores {t2 - t1:.1f}s", flush=True)
 
     if rows:
-        print(f"\n{'set':10s} {'method':44s} {'pixAUROC':>8s} {'imgAUROC':>8s} {'pixF1max':>8s} {'AUPRO':>8s}")
+        width = max(len(m) for _, m, _ in rows)
+        print(f"\n{'set':10s} {'method':{width}s} {'pixAUROC':>8s} {'imgAUROC':>8s} {'pixF1max':>8s} {'AUPRO':>8s}")
         for name, method, r in rows:
-            print(f"{name:10s} {method:44s} " + " ".join(f"{fmt(r[k]):>8s}" for k in METRICS))
+            print(f"{name:10s} {method:{width}s} " + " ".join(f"{fmt(r[k]):>8s}" for k in METRICS))
 
     if args.scale_test:
-        pipe.max_others = args.max_others
         st = scale_test(pipe, args.root)
         results["scale_test"] = st
-        print(f"\nscale test: {st['images']} images at {st['input']} (grid {st['grid']}, {st['channels']} ch), "
+        print(f"\nscale test: {st['images']} images at {st['input']} (grid {st['grid']}, {st['channels']} ch, "
+              f"searched on {st['search_grid']} after pool {st['pool']}), "
               f"{st['others_per_image']} others each: {st['seconds_per_image']:.2f} s/image "
               f"({st['seconds_total']:.1f} s total, {st['torch_threads']} threads), peak RSS {st['peak_rss_mib']:.0f} MiB")
     if args.out:

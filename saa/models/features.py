@@ -108,6 +108,19 @@ class FeatureExtractor:
         return F.pad(x, (0, size - w, 0, size - h))
 
     @torch.no_grad()
+    def features_of(self, image: np.ndarray) -> torch.Tensor:
+        """Features (1, C, h, w) of an RGB uint8 image taken as it is: no resize, no padding (any
+        H x W; with sides divisible by the largest stage stride every stage's grid is aligned)."""
+        x = torch.as_tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1).float()[None]
+        return self._stack((x - self.pixel_mean) / self.pixel_std)
+
+    def _stack(self, x: torch.Tensor) -> torch.Tensor:
+        feats = list(self.model(x))
+        grid = feats[0].shape[2:]
+        feats = [feats[0]] + [F.interpolate(f, grid) for f in feats[1:]]  # nearest
+        return F.normalize(torch.cat(feats, dim=1), dim=1)
+
+    @torch.no_grad()
     def __call__(self, image: np.ndarray, size: int) -> torch.Tensor:
         feats = list(self.model(self.preprocess(image, size)))
         grid = feats[0].shape[2:]
