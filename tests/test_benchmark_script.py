@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BOTTLE = REPO.parent / "shared/realdata"
@@ -25,8 +26,10 @@ def test_saliency_only_outputs_match(tmp_path, capsys):
         pytest.skip("real bottle images missing")
     bench = _load_script()
     out = tmp_path / "bench.json"
-    rc = bench.main(["--models", "tiny", "--saliency-only", "--repeat", "1", "--images", "1", "--threads", "1",
+    threads = torch.get_num_threads()  # --threads would change it for the rest of the test session
+    rc = bench.main(["--models", "tiny", "--saliency-only", "--repeat", "1", "--images", "1",
                      "--cache", str(tmp_path / "cache"), "--image-glob", glob, "--out", str(out)])
+    assert torch.get_num_threads() == threads
     assert rc == 0
     res = json.loads(out.read_text())["saliency"]
     single, multi = res["single"], res["multi"]
