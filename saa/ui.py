@@ -153,6 +153,9 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
                                     + ". Run `bash install.sh`, or choose the **lite** method."), None
         if use == "lite":
             msg.append(lite_message(missing) if missing else "Lite method: saliency-only map, no regions.")
+            msg.append("Note: one image here, so lite scores it by single-image saliency; its cross-image "
+                       "scoring needs the other images of the category (`saa predict --method lite IMG1 IMG2 ...` "
+                       "or `saa run CONFIG --method lite`).")
         rgb = read_rgb(src)
         out = _outdir()
         stem = Path(src).stem
@@ -167,6 +170,7 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
                              [round(v, 1) for v in c.box_xyxy].__repr__()])
             msg.append(f"Full SAA+: score {pred.score:.3f}; {len(pred.kept)} region(s) kept of "
                        f"{len(pred.defects)} candidates (green kept, grey/red dropped).")
+            msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
         else:
             amap = runner.lite().predict(rgb)
             sal = None
