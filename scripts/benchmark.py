@@ -5,6 +5,7 @@ schedule of the authors' code (``--baseline``), in one process.
     python scripts/benchmark.py --models realsize --sam vit_b --images 5 --baseline --exact --out bench.json
     python scripts/benchmark.py --models tiny --images 3
     python scripts/benchmark.py --models realsize --saliency-only   # saliency steps vs the loops/sort
+    python scripts/benchmark.py --models realsize --sam vit_h --device cuda --compare-precision bf16,fp16
 
 Model sets (random weights; never downloaded):
   tiny      saa.testing's tiny models (seconds per image)
@@ -117,6 +118,34 @@ def run_schedule(pipe, images, category, label):
     return res, maps
 
 
+def ground_truth(path: str, shape) -> "np.ndarray | None":
+    """The MVTec-layout mask of a test image at ``shape`` (good: all False), or None if not found."""
+    import cv2
+
+    from saa.image_io import read_mask
+
+    p = Path(path)
+    if p.parent.name == "good":
+        return np.zeros(shape, bool)
+    m = p.parents[2] / "ground_truth" / p.parent.name / f"{p.stem}_mask.png"
+    if not m.is_file():
+        return None
+    return cv2.resize(read_mask(m).astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def metrics_of(images, maps) -> "dict | None":
+    """The project's metrics (%) of these maps against the images' masks; None without masks."""
+    from saa.metrics import compute_all
+
+    masks = [ground_truth(p, m.shape) for p, m in zip(images, maps)]
+    if any(m is None for m in masks):
+        return None
+    labels = np.array([bool(m.any()) for m in masks])
+    scores = np.array([float(m.max()) for m in maps])
+    res = compute_all(labels, scores, np.stack(masks), np.stack(maps).astype(np.float32))
+    return {k: 100.0 * float(v) for k, v in res.items()}
+
+
 def best_of(fn, repeat: int):
     """(best wall time, result of the last call)."""
     best, out = float("inf"), None
@@ -196,6 +225,9 @@ def main(argv=None) -> int:
                          "(models.grounding.kernels=reference): the schedule alone, bit-exact")
     ap.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                     help="detector kernels of the main 'saa' schedule")
+    ap.add_argument("--compare-precision", default="",
+                    help="comma-separated precisions (tf32,bf16,fp16; CUDA autocast) to run the saa schedule "
+                         "again with, reporting images/s, max map difference and metric difference vs --precision")
     ap.add_argument("--saliency-only", action="store_true",
                     help="only the saliency steps (single-object selection, multi-object scoring) "
                          "against their straightforward versions; loads only the CNN")
@@ -243,6 +275,21 @@ def main(argv=None) -> int:
     def max_diff(a_maps, b_maps) -> float:
         return float(max(np.abs(a - b).max() for a, b in zip(a_maps, b_maps)))
 
+    base_metrics = metrics_of(images, maps_fast)
+    result["saa"]["metrics"] = base_metrics
+    for prec in [p.strip() for p in args.compare_precision.split(",") if p.strip()]:
+        cfg_p = load_config(args.config, model_overrides(args) + [
+            f"models.device={args.device}", f"models.precision={prec}", f"models.grounding.kernels={args.kernels}"])
+        pipe = SAAPipeline(cfg_p, detector=fast.detector, refiner=fast.refiner, extractor=fast.extractor)
+        res_p, maps_p = run_schedule(pipe, images, args.category, f"saa_{prec}")
+        m = metrics_of(images, maps_p)
+        res_p["metrics"] = m
+        res_p["speedup_vs_main"] = res_p["images_per_s"] / res_fast["images_per_s"]
+        res_p["max_abs_map_diff_vs_main"] = max_diff(maps_p, maps_fast)
+        res_p["metric_diff_vs_main"] = None if m is None or base_metrics is None else \
+            {k: m[k] - base_metrics[k] for k in m}
+        result[f"saa_{prec}"] = res_p
+
     maps_exact = None
     if args.exact and args.kernels != "reference":
         from saa.models.grounding import GroundingDetector
@@ -253,6 +300,7 @@ def main(argv=None) -> int:
                                             cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
         res_exact, maps_exact = run_schedule(exact, images, args.category, "saa_exact")
         result["saa_exact"] = res_exact
+        result["saa_exact"]["metrics"] = metrics_of(images, maps_exact)
         result["max_abs_map_diff_saa_vs_exact"] = max_diff(maps_fast, maps_exact)
 
     if args.baseline:
@@ -265,6 +313,7 @@ def main(argv=None) -> int:
         res_base, maps_base = run_schedule(base, images, args.category, "baseline")
         result["baseline"] = res_base
         result["speedup"] = res_fast["images_per_s"] / res_base["images_per_s"]
+        result["baseline"]["metrics"] = metrics_of(images, maps_base)
         result["max_abs_map_diff"] = max_diff(maps_fast, maps_base)
         if maps_exact is not None:
             result["speedup_exact"] = result["saa_exact"]["images_per_s"] / res_base["images_per_s"]
