@@ -86,7 +86,17 @@ def detectors(tiny_models):
     return dets
 
 
-@pytest.mark.parametrize("caption", ["bottle.", "broken part. contamination. white broken."])
+def _long_caption(n_words: int = 300) -> str:
+    """Over max_text_len (256 tokens) with varied words: cut as the package's forward cuts it.
+    (One word repeated gives exactly tied scores, where any rounding difference reorders queries.)"""
+    from saa.testing import build_vocab
+
+    words = [w for w in build_vocab() if w.isalpha()]
+    return " ".join(words[i % len(words)] for i in range(n_words)) + "."
+
+
+@pytest.mark.parametrize("caption", ["bottle.", "broken part. contamination. white broken.", _long_caption()],
+                         ids=["short", "three", "over_max_text_len"])
 def test_detector_schedule_and_kernels(detectors, caption):
     full = detectors["full"].detect(caption)
     exact = detectors["exact"].detect(caption)
@@ -97,6 +107,8 @@ def test_detector_schedule_and_kernels(detectors, caption):
     assert float((fast.boxes - full.boxes).abs().max()) < 1e-5
     assert float((fast.token_probs - full.token_probs).abs().max()) < 1e-5
     assert not torch.equal(fast.token_probs, full.token_probs)  # the fast path really ran
+    if caption == _long_caption():
+        assert len(full.input_ids) > 256  # the caption really is cut
     # the text encoding is cached per caption, and the cached copy is not altered by a forward
     det = detectors["fast"]
     cached = det.encode_text(fast.caption)

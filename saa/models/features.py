@@ -115,6 +115,8 @@ class FeatureExtractor:
         return self._stack((x - self.pixel_mean) / self.pixel_std)
 
     def _stack(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage maps of the normalised batch ``x``, later stages resized (nearest) to the first
+        stage's grid, concatenated and L2-normalised per position -> (1, C, h, w)."""
         feats = list(self.model(x))
         grid = feats[0].shape[2:]
         feats = [feats[0]] + [F.interpolate(f, grid) for f in feats[1:]]  # nearest
@@ -122,7 +124,4 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, size: int) -> torch.Tensor:
-        feats = list(self.model(self.preprocess(image, size)))
-        grid = feats[0].shape[2:]
-        feats = [feats[0]] + [F.interpolate(f, grid) for f in feats[1:]]  # nearest
-        return F.normalize(torch.cat(feats, dim=1), dim=1)
+        return self._stack(self.preprocess(image, size))

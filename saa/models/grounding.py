@@ -195,11 +195,9 @@ class GroundingDetector:
             enc_in["position_ids"] = position_ids
         else:
             enc_in = tok
+        # the inputs are cut to max_text_len above, so (unlike the package's forward) no second cut here
         encoded = m.feat_map(m.bert(**enc_in)["last_hidden_state"])
         token_mask = tok.attention_mask.bool()
-        if encoded.shape[1] > n:
-            encoded, token_mask = encoded[:, :n, :], token_mask[:, :n]
-            position_ids, self_masks = position_ids[:, :n], self_masks[:, :n, :n]
         text = {"encoded_text": encoded, "text_token_mask": token_mask, "position_ids": position_ids,
                 "text_self_attention_masks": self_masks}
         if len(self._text_cache) >= 1024:
