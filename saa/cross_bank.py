@@ -48,7 +48,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .cross_saliency import COMBINE_RULES, combine, global_descriptors, select_others
+from .cross_saliency import COMBINE_RULES, combine, global_descriptors, merge_nearest, select_others
 from .image_io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -122,18 +122,6 @@ def knn_scores(query: FeatureLike, others: Iterable[FeatureLike], k: int = 1, ch
     best = torch.full((p, k), -float("inf"), dtype=q.dtype, device=dev)
     total = 0
 
-    def merge(blk: torch.Tensor) -> None:
-        bt = blk.T
-        for s in range(0, p, chunk):
-            sims = q[s:s + chunk] @ bt
-            if k == 1:
-                torch.maximum(best[s:s + chunk, 0], sims.max(dim=1)[0], out=best[s:s + chunk, 0])
-            else:
-                top = torch.topk(sims, min(k, sims.shape[1]), dim=1, largest=True, sorted=False)[0]
-                both = torch.cat([best[s:s + chunk], top], dim=1)
-                best[s:s + chunk] = torch.topk(both, k, dim=1, largest=True, sorted=False)[0]
-            del sims
-
     # whole grids are copied into one reused block buffer (positions x C): no per-block concatenation
     buf: Optional[torch.Tensor] = None
     size = 0
@@ -144,7 +132,7 @@ def knn_scores(query: FeatureLike, others: Iterable[FeatureLike], k: int = 1, ch
             raise ValueError(f"feature grids differ in channels: {c} vs {o.shape[0]}")
         pj = o.shape[1] * o.shape[2]
         if size and size + pj > block:
-            merge(buf[:size])
+            merge_nearest(best, q, buf[:size], chunk)
             size = 0
         if buf is None or buf.shape[0] < size + pj:
             grown = torch.empty(max(block, size + pj), c, dtype=q.dtype, device=dev)
@@ -156,7 +144,7 @@ def knn_scores(query: FeatureLike, others: Iterable[FeatureLike], k: int = 1, ch
         size += pj
         total += pj
     if size:
-        merge(buf[:size])
+        merge_nearest(best, q, buf[:size], chunk)
     del buf
     if total == 0:
         return None

@@ -65,7 +65,7 @@ Aggregate = Literal["nearest", "per_image"]
 AGGREGATES = ("nearest", "per_image")
 
 __all__ = ["cross_image_scores", "select_others", "global_descriptors", "combine", "pool_features",
-           "COMBINE_RULES", "AGGREGATES"]
+           "merge_nearest", "COMBINE_RULES", "AGGREGATES"]
 
 
 def _as_grid(f: FeatureLike) -> torch.Tensor:
@@ -132,6 +132,27 @@ def _blocks(flats: Sequence[torch.Tensor], idx: Sequence[int], block: int):
     """Concatenate whole images of ``idx`` into (positions, C) blocks of about ``block`` positions."""
     for g in _block_groups(flats, idx, block):
         yield torch.cat([flats[j] for j in g]) if len(g) > 1 else flats[g[0]]
+
+
+@torch.no_grad()
+def merge_nearest(best: torch.Tensor, q: torch.Tensor, blk: torch.Tensor, chunk: int) -> None:
+    """Fold one block of other positions into the running nearest-neighbour similarities, in place.
+
+    ``best``: (P, k) the k largest cosine similarities of each query row found so far (-inf where
+    none yet); ``q``: (P, C) unit query features; ``blk``: (B, C) unit features of other positions.
+    ``chunk`` query rows at a time, so the only large temporary is one ``chunk x B`` tile.
+    """
+    k = best.shape[1]
+    bt = blk.T  # (C, B) view
+    for s in range(0, q.shape[0], chunk):
+        sims = q[s:s + chunk] @ bt
+        if k == 1:
+            torch.maximum(best[s:s + chunk, 0], sims.max(dim=1)[0], out=best[s:s + chunk, 0])
+        else:
+            top = torch.topk(sims, min(k, sims.shape[1]), dim=1, largest=True, sorted=False)[0]
+            both = torch.cat([best[s:s + chunk], top], dim=1)
+            best[s:s + chunk] = torch.topk(both, k, dim=1, largest=True, sorted=False)[0]
+        del sims
 
 
 def pool_features(f: FeatureLike, pool: int) -> torch.Tensor:
@@ -233,16 +254,7 @@ def cross_image_scores(features: Sequence[FeatureLike], k: int = 1, max_others: 
         p = q.shape[0]
         best = torch.full((p, kk), -float("inf"), dtype=q.dtype, device=q.device)
         for blk in _blocks(flats, idx, block):
-            bt = blk.T  # (C, B) view
-            for s in range(0, p, chunk):
-                sims = q[s:s + chunk] @ bt  # (rows, B): the only large temporary
-                if kk == 1:
-                    torch.maximum(best[s:s + chunk, 0], sims.max(dim=1)[0], out=best[s:s + chunk, 0])
-                else:
-                    top = torch.topk(sims, min(kk, sims.shape[1]), dim=1, largest=True, sorted=False)[0]
-                    both = torch.cat([best[s:s + chunk], top], dim=1)
-                    best[s:s + chunk] = torch.topk(both, kk, dim=1, largest=True, sorted=False)[0]
-                del sims
+            merge_nearest(best, q, blk, chunk)
         score = (1.0 - best).mean(dim=1)
         out.append(score.reshape(grids[i].shape[1:]).cpu().numpy().astype(np.float32))
     return out

@@ -17,10 +17,13 @@ def add_preset_arg(p) -> None:
                         "improved (ours: paper + cross-image saliency); shortcut for --set preset=NAME")
 
 
+def preset_override(args) -> list[str]:
+    """``--preset NAME`` as a ``--set`` override ([] when not given)."""
+    return [f"preset={args.preset}"] if getattr(args, "preset", None) else []
+
+
 def overrides_of(args) -> list[str]:
     ov = list(args.overrides)
     if getattr(args, "device", None):
         ov.append(f"models.device={args.device}")
-    if getattr(args, "preset", None):
-        ov.append(f"preset={args.preset}")
-    return ov
+    return ov + preset_override(args)

@@ -36,8 +36,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..config import load_config
-    from ..errors import ImageReadError, SaaError
-    from ..image_io import read_rgb
+    from ..errors import SaaError
     from ..pipeline import SAAPipeline
     from ..visualize import parse_panels
 
@@ -61,16 +60,10 @@ def run(args) -> int:
         if pipe.cross_image:  # pass 1: the images given are each other's "others"
             paths, bank = _cross_image_pass(pipe, args.images, Path(tmp), failed)
         for i, path in enumerate(paths):
-            try:
-                rgb = read_rgb(path)
-            except ImageReadError as e:
-                log.error("%s (skipped)", e)
-                failed.append(path)
+            rgb = _read_or_skip(path, failed)
+            if rgb is None:
                 continue
-            stem = Path(path).stem
-            if stem in stems:  # two inputs with the same stem: keep both results
-                stem = f"{stem}_{len(stems)}"
-            stems.add(stem)
+            stem = _unique_stem(path, stems)
             pred = pipe.predict(rgb, args.category, others=bank, index=i if bank is not None else None)
             _write_prediction(out, stem, path, rgb, pred, panels)
     if failed:
@@ -79,20 +72,38 @@ def run(args) -> int:
     return 0
 
 
+def _read_or_skip(path, failed: list):
+    """The RGB image, or None after logging why it cannot be read (``path`` then joins ``failed``)."""
+    from ..errors import ImageReadError
+    from ..image_io import read_rgb
+
+    try:
+        return read_rgb(path)
+    except ImageReadError as e:
+        log.error("%s (skipped)", e)
+        failed.append(path)
+        return None
+
+
+def _unique_stem(path, stems: set) -> str:
+    """The file stem of ``path``, made unique among ``stems`` (two inputs with the same stem both
+    keep their results), and added to them."""
+    stem = Path(path).stem
+    if stem in stems:
+        stem = f"{stem}_{len(stems)}"
+    stems.add(stem)
+    return stem
+
+
 def _cross_image_pass(pipe, images, folder: Path, failed: list):
     """Pass 1 of cross-image saliency over the readable ``images``: (their paths, the bank; None
     with fewer than two images: the pipeline then notes that it used single-image saliency)."""
     from ..cross_bank import CrossImageBank, FeatureStore
-    from ..errors import ImageReadError
-    from ..image_io import read_rgb
 
     store, ok = FeatureStore(folder), []
     for path in images:
-        try:
-            rgb = read_rgb(path)
-        except ImageReadError as e:
-            log.error("%s (skipped)", e)
-            failed.append(path)
+        rgb = _read_or_skip(path, failed)
+        if rgb is None:
             continue
         store.put(str(len(ok)), pipe.saliency_features(rgb))
         ok.append(path)
@@ -121,27 +132,21 @@ def _run_lite(args, cfg, out: Path) -> int:
     """Lite mode: all given images scored together (each against the others), no DINO/SAM."""
     import cv2
 
-    from ..errors import ImageReadError
-    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
+    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text
     from ..lite import LitePipeline
     from ..models.checkpoints import resolve_device
     from ..visualize import heat_overlay
 
-    images, stems, failed = [], [], []
+    images, stems, failed = [], set(), []
     for path in args.images:
-        try:
-            images.append((path, read_rgb(path)))
-        except ImageReadError as e:
-            log.error("%s (skipped)", e)
-            failed.append(path)
+        rgb = _read_or_skip(path, failed)
+        if rgb is not None:
+            images.append((path, rgb))
     lite = LitePipeline(device=str(resolve_device(str(cfg.models.device))))
     maps = lite.predict_category([im for _, im in images]) if len(images) > 1 else \
         [lite.predict(im) for _, im in images]
     for (path, rgb), m in zip(images, maps):
-        stem = Path(path).stem
-        if stem in stems:
-            stem = f"{stem}_{len(stems)}"
-        stems.append(stem)
+        stem = _unique_stem(path, stems)
         size = int(cfg.out_size)
         atomic_save_npy(out / f"{stem}.npy", cv2.resize(m, (size, size)).astype(np.float32))
         atomic_save_npy(out / f"{stem}_saliency.npy", m.astype(np.float32))

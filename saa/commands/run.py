@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import add_preset_arg
+from . import add_preset_arg, preset_override
 
 log = logging.getLogger("saa.run")
 
@@ -59,8 +59,7 @@ def run(args) -> int:
     from ..config import load_config
     from ..evaluator import evaluate_run
 
-    preset = [f"preset={args.preset}"] if getattr(args, "preset", None) else []
-    cfg = load_config(args.config, list(args.overrides) + preset)
+    cfg = load_config(args.config, list(args.overrides) + preset_override(args))
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
                           resume=args.resume, progress=args.progress, method=args.method)
