@@ -49,3 +49,22 @@ def test_predict_lite(tmp_path):
     assert all(m.shape == (400, 400) and np.isfinite(m).all() for m in maps.values())
     info = json.loads((out / f"{Path(imgs[0]).stem}.json").read_text())
     assert info["method"] == "lite"
+
+
+def test_predict_lite_skips_unreadable_and_keeps_same_stems(tmp_path):
+    """An unreadable file is named and skipped (exit 1, the others still written); two inputs with
+    the same file stem both keep their results."""
+    data = make_mvtec(tmp_path / "data")
+    imgs = sorted(str(p) for p in (data / "bottle" / "test").glob("*/*.png"))
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    stems = [Path(p).stem for p in imgs]
+    assert len(set(stems)) < len(stems), "make_mvtec should give two files the same stem"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "saa.cli", "predict", "--config", str(REPO / "configs" / "mvtec.yaml"),
+                        "--category", "bottle", "--method", "lite", "--out", str(out), imgs[0], str(bad), *imgs[1:],
+                        "--set", f"models.weights_dir={tmp_path}/none"], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "broken.png" in r.stderr and "1 image(s) could not be read" in r.stdout
+    written = sorted(p.name for p in out.glob("*.json"))
+    assert len(written) == len(imgs)  # every readable input, none overwritten by a same-stem one
