@@ -262,14 +262,15 @@ class CrossImageBank:
         return knn_scores(query, (self._loaders[j]() for j in idx), k=self.k, chunk=self.chunk,
                           block=self.block, device=self.device)
 
-    def scores(self, i: int) -> Optional[np.ndarray]:
+    def scores(self, i: int, query: Optional[FeatureLike] = None) -> Optional[np.ndarray]:
         """(h, w) float32 cross-image score grid of image ``i`` against its others; None when the
-        bank holds fewer than two images (nothing to compare with)."""
+        bank holds fewer than two images (nothing to compare with). ``query``: image ``i``'s
+        features if the caller has already loaded them (:meth:`features`)."""
         if not 0 <= i < len(self):
             raise IndexError(f"image index {i} outside a bank of {len(self)}")
         if len(self) < 2:
             return None
-        return self._score(self.features(i), self.others(i))
+        return self._score(self.features(i) if query is None else query, self.others(i))
 
     def scores_for(self, features: FeatureLike) -> Optional[np.ndarray]:
         """Score grid of an image that is NOT in the bank against the bank's images (all of them,

@@ -301,11 +301,13 @@ class SAAPipeline:
                                  index=index)
 
     def _cross_saliency(self, sal: SaliencyResult, rgb: np.ndarray, others: Optional[CrossImageBank],
-                        index: Optional[int], notes: list[str], tr: Optional[dict]) -> SaliencyResult:
-        """Combine the single-image saliency with the cross-image score map (at the image size)."""
+                        index: Optional[int], feats: Optional[torch.Tensor], notes: list[str],
+                        tr: Optional[dict]) -> SaliencyResult:
+        """Combine the single-image saliency with the cross-image score map (at the image size).
+        ``feats``: this image's pass-1 features (:meth:`saliency_features`; given with ``others``)."""
         grid = None
         if others is not None:
-            grid = others.scores(index) if index is not None else others.scores_for(self.saliency_features(rgb))
+            grid = others.scores(index, query=feats) if index is not None else others.scores_for(feats)
         if grid is None:
             got = "none were given" if others is None else f"the bank holds {len(others)} image(s)"
             note = (f"cross-image saliency needs other images of the category ({got}); "
@@ -384,15 +386,21 @@ class SAAPipeline:
             # --- saliency (SPEC §3.6): needs only the object masks
             t0 = time.perf_counter()
             sal_img = bgr if b.saliency_color_order == "bgr" else rgb
+            # cross-image saliency: this image's pass-1 features are the single-object saliency's
+            # input too (same image, size and colour order), so the CNN does not run twice
+            cross_feats = None
+            if b.cross_image_saliency and others is not None:
+                cross_feats = others.features(index) if index is not None else self.saliency_features(rgb)
             sal = visual_saliency(sal_img, obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
                                   n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
-                                  single_fn=self.single_saliency, multi_fn=self.multi_saliency)
+                                  single_fn=self.single_saliency, multi_fn=self.multi_saliency,
+                                  single_features=None if cross_feats is None else cross_feats.to(self.device))
             if sal.note:
                 notes.append(sal.note)
             timings["saliency"] = time.perf_counter() - t0
             if b.cross_image_saliency:
                 t0 = time.perf_counter()
-                sal = self._cross_saliency(sal, rgb, others, index, notes, tr)
+                sal = self._cross_saliency(sal, rgb, others, index, cross_feats, notes, tr)
                 timings["cross_image"] = time.perf_counter() - t0
 
             # --- SAM masks of the defect boxes, area rule, re-scoring (SPEC §3.5, 3.7). The decoder

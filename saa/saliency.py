@@ -108,8 +108,13 @@ class SaliencyResult:
 def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
                     extractor: Callable[[np.ndarray, int], torch.Tensor], *, neighbors: Neighbors = "farthest",
                     n: int = 400, single_size: int = 256, multi_size: int = 1024,
-                    single_fn=None, multi_fn=None) -> SaliencyResult:
-    """Saliency map of ``image`` (uint8 H x W x 3, in the colour order the preset feeds the CNN)."""
+                    single_fn=None, multi_fn=None, single_features: Optional[torch.Tensor] = None) -> SaliencyResult:
+    """Saliency map of ``image`` (uint8 H x W x 3, in the colour order the preset feeds the CNN).
+
+    ``single_features``: the image's feature grid at ``single_size`` if the caller already has it
+    (what ``extractor(cv2.resize(image, (single_size, single_size)), single_size)`` returns, e.g.
+    from the cross-image pass); the single-object branch then uses it instead of running the CNN.
+    """
     single_fn = single_fn or self_similarity_saliency
     multi_fn = multi_fn or cross_object_saliency
     height, width = image.shape[:2]
@@ -130,7 +135,9 @@ def visual_saliency(image: np.ndarray, object_masks: np.ndarray, n_objects: int,
         log.warning(note)
     else:
         note = ""
-    small = cv2.resize(image, (single_size, single_size))
-    feats = extractor(small, single_size)
+    if single_features is not None:
+        feats = single_features
+    else:
+        feats = extractor(cv2.resize(image, (single_size, single_size)), single_size)
     heat = single_fn(feats, n=n, neighbors=neighbors)
     return SaliencyResult(cv2.resize(heat, (width, height)), "single", note)

@@ -212,7 +212,27 @@ def test_prediction_with_a_bank_combines_the_saliency(improved):
     assert alone.saliency_branch == "single"
     assert any("cross-image saliency needs other images" in n and "the bank holds 1 image(s)" in n
                for n in alone.notes)
-    crossed = improved.predict(images[1], "bottle", others=bank, index=1, trace=True)
+    # the single-object saliency takes the bank's features of the image: the CNN does not run again
+    calls = []
+    cnn = improved.extractor
+
+    class Counting:
+        def __call__(self, *a, **k):
+            calls.append(a[1])
+            return cnn(*a, **k)
+
+        def __getattr__(self, name):
+            return getattr(cnn, name)
+
+    improved._extractor = Counting()
+    try:
+        crossed = improved.predict(images[1], "bottle", others=bank, index=1, trace=True)
+        assert calls == []
+        plain = improved.predict(images[1], "bottle")  # no bank: the CNN runs, with a note
+        assert calls == [256]
+    finally:
+        improved._extractor = cnn
+    np.testing.assert_array_equal(crossed.trace["saliency_single"], plain.saliency)
     assert crossed.saliency_branch == "single+cross(geomean)"
     assert not any("cross-image" in n for n in crossed.notes)
     # by hand: geometric mean of the single-image saliency and the bilinearly resized cross-image grid
