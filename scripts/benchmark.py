@@ -197,7 +197,7 @@ def saliency_steps(extractor, image_path: str, repeat: int) -> dict:
             (yy - gh * 0.7) ** 2 + (xx - gw * 0.65) ** 2 < (gh * 0.2) ** 2,
             (np.abs(yy - gh * 0.45) < gh * 0.06) & (xx > gw * 0.1) & (xx < gw * 0.9),
         ])
-        t_loop, e = best_of(lambda: cross_object_saliency_loops(big, masks), 1)
+        t_loop, e = best_of(lambda: cross_object_saliency_loops(big, masks), repeat)  # same rule for both
         t_vec, g = best_of(lambda: cross_object_saliency(big, masks), repeat)
         out["multi"] = {
             "grid": [gh, gw], "channels": int(big.shape[1] if big.dim() == 4 else big.shape[0]),
