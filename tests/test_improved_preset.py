@@ -246,6 +246,15 @@ def test_prediction_with_a_bank_combines_the_saliency(improved):
     assert not np.array_equal(crossed.anomaly_map, alone.anomaly_map)
 
 
+def test_predict_many_is_pass_one_then_pass_two(improved):
+    images = [_image(BOTTLE / "test" / p) for p in BOTTLE_IMAGES[:2]]
+    many = list(improved.predict_many(images, "bottle"))
+    bank = improved.cross_image_bank(images)
+    for i, (got, im) in enumerate(zip(many, images)):
+        assert got.saliency_branch == "single+cross(geomean)"
+        np.testing.assert_array_equal(got.anomaly_map, improved.predict(im, "bottle", others=bank, index=i).anomaly_map)
+
+
 def test_paper_pipeline_refuses_a_bank(tiny_models):
     paper = SAAPipeline(load_config(MVTEC, tiny_config_overrides(tiny_models) + FAST + ["preset=paper"]))
     bank = CrossImageBank.from_features(unit_features(2))
