@@ -65,8 +65,8 @@ import cv2
 import numpy as np
 import torch
 
-from .cross_saliency import AGGREGATES, COMBINE_RULES, combine, cross_image_scores, pool_features
-from .saliency import self_similarity_saliency
+from .saliency.cross import AGGREGATES, COMBINE_RULES, combine, cross_image_scores, pool_features
+from .saliency.single import self_similarity_saliency
 
 log = logging.getLogger(__name__)
 

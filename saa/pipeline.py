@@ -29,9 +29,11 @@ import torch
 
 from . import regularization as R
 from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
-from .cross_bank import CrossImageBank, FeatureStore, combine_saliency
+from .saliency.bank import CrossImageBank, FeatureStore
+from .saliency.cross import combine as combine_saliency
 from .image_io import as_rgb_uint8, read_rgb
-from .saliency import SaliencyResult, cross_object_saliency, self_similarity_saliency, visual_saliency
+from .saliency.prompt import SaliencyResult, visual_saliency
+from .saliency.single import cross_object_saliency, self_similarity_saliency
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def _current_rss_mib() -> float:
 def build(args) -> None:
     import torch
 
-    from saa.cross_bank import FeatureStore
+    from saa.saliency.bank import FeatureStore
 
     store = FeatureStore(args.dir, "bench")
     g = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def build(args) -> None:
 def score(args) -> dict:
     import torch
 
-    from saa.cross_bank import CrossImageBank, FeatureStore
+    from saa.saliency.bank import CrossImageBank, FeatureStore
 
     torch.set_num_threads(args.threads)
     store = FeatureStore(args.dir, "bench")
