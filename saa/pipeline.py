@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from . import regularization as R
+from .prediction import DROP_AREA, DROP_PHRASE, DROP_TOP_K, Candidate, Prediction  # noqa: F401
 from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
 from .saliency.bank import CrossImageBank, FeatureStore
 from .saliency.cross import combine as combine_saliency
@@ -36,84 +38,6 @@ from .saliency.prompt import SaliencyResult, visual_saliency
 from .saliency.single import cross_object_saliency, self_similarity_saliency
 
 log = logging.getLogger(__name__)
-
-# why a candidate region was dropped
-DROP_AREA = "area"  # box (or mask) area outside the allowed window
-DROP_PHRASE = "phrase"  # decoded phrase names the object (filter phrase)
-DROP_TOP_K = "top_k"  # not among the K highest re-scored regions
-
-
-@dataclass
-class Candidate:
-    """One detector box that passed the score threshold, and what became of it."""
-
-    stage: str  # "object" or "defect"
-    prompt_index: int  # which caption of the stage (0-based)
-    caption: str  # caption as sent to the detector
-    filter: Optional[str]  # filter phrase of that caption (None for the object stage)
-    query: int  # detector query index
-    box_cxcywh: list[float]  # normalised
-    box_xyxy: list[float]  # pixels of the original image
-    score: float  # detector score (max token probability)
-    phrase: str  # decoded phrase
-    area: float  # normalised box area w*h
-    mask_area: Optional[float] = None  # mask area / image area (when a mask was made)
-    rescored: Optional[float] = None  # p * exp(gamma * mean saliency)
-    kept: bool = False
-    dropped: Optional[str] = None  # DROP_* reason, None when kept
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Prediction:
-    """Everything the pipeline computed for one image."""
-
-    category: str
-    anomaly_map: np.ndarray  # (out_size, out_size) float32
-    anomaly_map_full: np.ndarray  # (H, W) float32
-    saliency: np.ndarray  # (H, W) float32
-    object_boxes: np.ndarray  # (N, 4) pixel xyxy of kept object boxes
-    object_masks: np.ndarray  # (N, H, W) bool
-    candidates: list[Candidate]  # object and defect candidates, in detector order
-    kept_masks: np.ndarray  # (K, H, W) bool masks of the kept defect regions
-    object_area: float
-    defect_max_area: float
-    saliency_branch: str  # "single" / "multi", + "+cross(<rule>)" when combined with cross-image saliency
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    trace: dict[str, Any] = field(default_factory=dict)  # intermediates when predict(trace=True)
-
-    @property
-    def score(self) -> float:
-        """Image score before any per-category normalisation: max of the map."""
-        return float(self.anomaly_map.max()) if self.anomaly_map.size else 0.0
-
-    @property
-    def defects(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.stage == "defect"]
-
-    @property
-    def kept(self) -> list[Candidate]:
-        return [c for c in self.defects if c.kept]
-
-    def regions_dict(self) -> dict[str, Any]:
-        """JSON-ready description of the regions (what ``saa predict`` writes)."""
-        return {
-            "category": self.category,
-            "image_size": list(self.anomaly_map_full.shape),
-            "out_size": int(self.anomaly_map.shape[0]),
-            "score": self.score,
-            "object_area": self.object_area,
-            "defect_max_area": self.defect_max_area,
-            "saliency_branch": self.saliency_branch,
-            "object_boxes": self.object_boxes.tolist(),
-            "candidates": [c.to_dict() for c in self.candidates],
-            "timings_s": self.timings,
-            "notes": self.notes,
-        }
-
 
 def _f(x) -> float:
     return float(x.item() if isinstance(x, torch.Tensor) else x)
@@ -324,9 +248,29 @@ class SAAPipeline:
             tr.update(saliency_single=sal.map, saliency_cross=cross)
         return SaliencyResult(combine_saliency(sal.map, cross, rule), f"{sal.branch}+cross({rule})", sal.note)
 
+    # ------------------------------------------------------------ the stages of one image
     def _predict(self, image: Union[np.ndarray, str, Path], category: Union[str, CategoryConfig],
                  *, category_name: Optional[str] = None, trace: bool = False,
                  others: Optional[CrossImageBank] = None, index: Optional[int] = None) -> Prediction:
+        st = self._start(image, category, category_name, trace)
+        b = self.behaviour
+        with st.timed("detector_backbone"):
+            self.detector.set_image(st.rgb)
+        with st.timed("sam_encoder"):
+            self.refiner.set_image(st.bgr if b.sam_color_order == "bgr" else st.rgb)
+        try:
+            self._object_stage(st)
+            self._defect_candidates(st)
+            self._saliency_stage(st, others, index)
+            self._masks_and_rescoring(st)
+            self._fusion(st)
+        finally:
+            self.detector.reset_image()
+            self.refiner.reset_image()
+        return self._prediction(st)
+
+    def _start(self, image, category, category_name, trace: bool) -> "_ImageState":
+        """The image (RGB and BGR), its category settings and prompts, empty records."""
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
         if isinstance(category, CategoryConfig):
             cat, name = category, category_name or "custom"
@@ -335,144 +279,188 @@ class SAAPipeline:
         else:
             cat, name = self.config.category(category), category
             prompts = self.config.language_prompts(category)
-        b = self.behaviour
-        height, width = rgb.shape[:2]
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        timings: dict[str, float] = {}
-        notes: list[str] = []
-        tr: Optional[dict] = {} if trace else None
-        candidates: list[Candidate] = []
+        return _ImageState(rgb=rgb, bgr=np.ascontiguousarray(rgb[:, :, ::-1]), cat=cat, name=name,
+                           prompts=prompts, trace={} if trace else None)
 
-        t0 = time.perf_counter()
-        self.detector.set_image(rgb)
-        timings["detector_backbone"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.refiner.set_image(bgr if b.sam_color_order == "bgr" else rgb)
-        timings["sam_encoder"] = time.perf_counter() - t0
-
-        try:
-            # --- object stage (SPEC §3.3)
-            t0 = time.perf_counter()
-            obj_boxes, _, obj_cands, largest = self._propose(
-                "object", [(cat.object, None)], 0.0, cat.object_max_area, width, height, candidates, tr)
-            timings["detector_object"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            obj_masks = self._segment(obj_boxes, width, height) if len(obj_boxes) else np.zeros((0, height, width), bool)
-            if b.area_rule == "masks" and len(obj_masks):
-                fr = R.mask_area_fractions(obj_masks)
+    def _object_stage(self, st: "_ImageState") -> None:
+        """SPEC §3.3: object boxes, their masks, the area rule; the object area and the defect area
+        limit that follows from it."""
+        b, cat = self.behaviour, st.cat
+        with st.timed("detector_object"):
+            boxes, _, cands, largest = self._propose("object", [(cat.object, None)], 0.0, cat.object_max_area,
+                                                     st.width, st.height, st.candidates, st.trace)
+        with st.timed("sam_object"):
+            masks = self._segment(boxes, st.width, st.height) if len(boxes) else np.zeros((0, st.height, st.width), bool)
+            if b.area_rule == "masks" and len(masks):
+                fr = R.mask_area_fractions(masks)
                 keep = R.mask_area_keep(fr, 0.0, cat.object_max_area)
-                for c, f, k in zip(obj_cands, fr, keep):
+                for c, f, k in zip(cands, fr, keep):
                     c.mask_area = float(f)
                     if not k:
                         c.dropped = DROP_AREA
-                obj_masks, obj_boxes = obj_masks[keep], obj_boxes[torch.from_numpy(keep)]
-                obj_cands = [c for c, k in zip(obj_cands, keep) if k]
+                masks, boxes = masks[keep], boxes[torch.from_numpy(keep)]
+                cands = [c for c, k in zip(cands, keep) if k]
                 largest = torch.tensor(float(fr[keep].max()), dtype=torch.float32) if keep.any() else None
-            elif len(obj_masks):
-                for c, m in zip(obj_cands, R.mask_area_fractions(obj_masks)):
+            elif len(masks):
+                for c, m in zip(cands, R.mask_area_fractions(masks)):
                     c.mask_area = float(m)
-            for c in obj_cands:
+            for c in cands:
                 c.kept = True
-            timings["sam_object"] = time.perf_counter() - t0
-            object_area = R.largest_area(torch.zeros(0)) if largest is None else largest
-            if largest is None:
-                notes.append("no object box survived: object_area = 1.0")
-            max_area = R.defect_max_area(object_area, cat.area_ratio)
+        st.obj_boxes, st.obj_masks = boxes, masks
+        st.object_area = R.largest_area(torch.zeros(0)) if largest is None else largest
+        if largest is None:
+            st.notes.append("no object box survived: object_area = 1.0")
+        st.max_area = R.defect_max_area(st.object_area, cat.area_ratio)
 
-            # --- defect candidates (SPEC §3.4)
-            t0 = time.perf_counter()
-            def_boxes, def_scores, def_cands, _ = self._propose(
-                "defect", prompts, 0.0, max_area, width, height, candidates, tr)
-            timings["detector_defect"] = time.perf_counter() - t0
+    def _defect_candidates(self, st: "_ImageState") -> None:
+        """SPEC §3.4: defect boxes of every caption that pass the score, box-area and phrase filters."""
+        with st.timed("detector_defect"):
+            st.def_boxes, st.def_scores, st.def_cands, _ = self._propose(
+                "defect", st.prompts, 0.0, st.max_area, st.width, st.height, st.candidates, st.trace)
 
-            # --- saliency (SPEC §3.6): needs only the object masks
-            t0 = time.perf_counter()
-            sal_img = bgr if b.saliency_color_order == "bgr" else rgb
+    def _saliency_stage(self, st: "_ImageState", others: Optional[CrossImageBank], index: Optional[int]) -> None:
+        """SPEC §3.6 (needs only the object masks), combined with the cross-image score map when the
+        behaviour asks for it."""
+        b, cat = self.behaviour, st.cat
+        with st.timed("saliency"):
+            sal_img = st.bgr if b.saliency_color_order == "bgr" else st.rgb
             # cross-image saliency: this image's pass-1 features are the single-object saliency's
             # input too (same image, size and colour order), so the CNN does not run twice
             cross_feats = None
             if b.cross_image_saliency and others is not None:
-                cross_feats = others.features(index) if index is not None else self.saliency_features(rgb)
-            sal = visual_saliency(sal_img, obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
+                cross_feats = others.features(index) if index is not None else self.saliency_features(st.rgb)
+            sal = visual_saliency(sal_img, st.obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
                                   n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
                                   single_fn=self.single_saliency, multi_fn=self.multi_saliency,
                                   single_features=None if cross_feats is None else cross_feats.to(self.device))
             if sal.note:
-                notes.append(sal.note)
-            timings["saliency"] = time.perf_counter() - t0
-            if b.cross_image_saliency:
-                t0 = time.perf_counter()
-                sal = self._cross_saliency(sal, rgb, others, index, cross_feats, notes, tr)
-                timings["cross_image"] = time.perf_counter() - t0
+                st.notes.append(sal.note)
+        if b.cross_image_saliency:
+            with st.timed("cross_image"):
+                sal = self._cross_saliency(sal, st.rgb, others, index, cross_feats, st.notes, st.trace)
+        st.sal = sal
 
-            # --- SAM masks of the defect boxes, area rule, re-scoring (SPEC §3.5, 3.7). The decoder
-            # runs once for all boxes; full-size masks are made a chunk at a time and only their
-            # area and mean saliency kept, then remade for the K kept regions (memory stays bounded
-            # for large images and many boxes; the values are the same).
-            t0 = time.perf_counter()
-            n_def = len(def_cands)
-            areas = np.zeros(n_def)
-            rescored = np.zeros(n_def)
-            all_masks = [] if tr is not None else None
+    def _masks_and_rescoring(self, st: "_ImageState") -> None:
+        """SPEC §3.5, 3.7: SAM masks of the defect boxes, the mask-area rule, re-scoring. The decoder
+        runs once for all boxes; full-size masks are made a chunk at a time and only their area and
+        mean saliency kept (memory stays bounded for large images and many boxes)."""
+        b = self.behaviour
+        with st.timed("sam_defect"):
+            n_def = len(st.def_cands)
+            areas, rescored = np.zeros(n_def), np.zeros(n_def)
+            all_masks = [] if st.trace is not None else None
+            st.low = None
             if n_def:
-                low = self.refiner.low_res_logits(R.to_pixel_xyxy(def_boxes, width, height))
+                st.low = self.refiner.low_res_logits(R.to_pixel_xyxy(st.def_boxes, st.width, st.height))
                 step = self.refiner.chunk_size()
                 for i in range(0, n_def, step):
-                    m = self.refiner.upscale(low[i:i + step])
+                    m = self.refiner.upscale(st.low[i:i + step])
                     areas[i:i + step] = R.mask_area_fractions(m)
-                    rescored[i:i + step] = R.rescore(def_scores[i:i + step], m, sal.map, b.rescore_gamma)
+                    rescored[i:i + step] = R.rescore(st.def_scores[i:i + step], m, st.sal.map, b.rescore_gamma)
                     if all_masks is not None:
                         all_masks.append(m)
-            for c, f in zip(def_cands, areas):
+            for c, f in zip(st.def_cands, areas):
                 c.mask_area = float(f)
-            keep = R.mask_area_keep(areas, 0.0, max_area) if b.area_rule == "masks" else np.ones(n_def, bool)
-            for c, k in zip(def_cands, keep):
+            keep = R.mask_area_keep(areas, 0.0, st.max_area) if b.area_rule == "masks" else np.ones(n_def, bool)
+            for c, k in zip(st.def_cands, keep):
                 if not k:
                     c.dropped = DROP_AREA
             idx = np.flatnonzero(keep)  # candidates that take part in the top-K
-            def_cands, def_scores, rescored = [def_cands[i] for i in idx], def_scores[idx], rescored[idx]
-            def_masks = np.concatenate(all_masks)[idx] if all_masks else np.zeros((0, height, width), bool)
-            timings["sam_defect"] = time.perf_counter() - t0
+            st.def_cands, st.def_scores = [st.def_cands[i] for i in idx], st.def_scores[idx]
+            st.rescored, st.low_index = rescored[idx], idx
+            st.def_masks = (np.concatenate(all_masks)[idx] if all_masks
+                            else np.zeros((0, st.height, st.width), bool))
 
-            # --- top-K and fusion (SPEC §3.7)
-            t0 = time.perf_counter()
-            kept_idx = np.zeros(0, dtype=int)
-            kept_masks = np.zeros((0, height, width), bool)
-            if len(def_cands):
-                kept_idx = R.top_k(rescored, cat.k_mask)
-                for c, s in zip(def_cands, rescored):
+    def _fusion(self, st: "_ImageState") -> None:
+        """SPEC §3.7: the K highest re-scored regions, their full-size masks, the fused map."""
+        cat = st.cat
+        with st.timed("fusion"):
+            st.kept_idx = np.zeros(0, dtype=int)
+            st.kept_masks = np.zeros((0, st.height, st.width), bool)
+            if len(st.def_cands):
+                st.kept_idx = R.top_k(st.rescored, cat.k_mask)
+                for c, s in zip(st.def_cands, st.rescored):
                     c.rescored = float(s)
                     c.dropped = DROP_TOP_K
-                for i in kept_idx:
-                    def_cands[i].kept, def_cands[i].dropped = True, None
-                kept_masks = self.refiner.upscale(low[idx[kept_idx]])
-                full = R.fuse(kept_masks, rescored[kept_idx], np.arange(len(kept_idx)), b.fusion_delta,
-                              (height, width))
+                for i in st.kept_idx:
+                    st.def_cands[i].kept, st.def_cands[i].dropped = True, None
+                st.kept_masks = self.refiner.upscale(st.low[st.low_index[st.kept_idx]])
+                st.full = R.fuse(st.kept_masks, st.rescored[st.kept_idx], np.arange(len(st.kept_idx)),
+                                 self.behaviour.fusion_delta, (st.height, st.width))
             else:
-                full = np.zeros((height, width), dtype=np.float64)
-                notes.append("no defect candidate survived: the anomaly map is all zeros")
-            out_map = R.resize_map(full, self.config.out_size)
-            timings["fusion"] = time.perf_counter() - t0
-        finally:
-            self.detector.reset_image()
-            self.refiner.reset_image()
+                st.full = np.zeros((st.height, st.width), dtype=np.float64)
+                st.notes.append("no defect candidate survived: the anomaly map is all zeros")
+            st.out_map = R.resize_map(st.full, self.config.out_size)
 
-        if tr is not None:
-            tr.update(object_masks=obj_masks, defect_masks=def_masks, defect_scores=def_scores,
-                      rescored=rescored, topk=kept_idx, saliency=sal.map, anomaly_map_f64=out_map)
+    def _prediction(self, st: "_ImageState") -> Prediction:
+        if st.trace is not None:
+            st.trace.update(object_masks=st.obj_masks, defect_masks=st.def_masks, defect_scores=st.def_scores,
+                            rescored=st.rescored, topk=st.kept_idx, saliency=st.sal.map, anomaly_map_f64=st.out_map)
+        width, height = st.width, st.height
         return Prediction(
-            category=name,
-            anomaly_map=np.nan_to_num(out_map.astype(np.float32)),
-            anomaly_map_full=np.nan_to_num(full.astype(np.float32)),
-            saliency=np.nan_to_num(np.asarray(sal.map, dtype=np.float32)),
-            object_boxes=R.to_pixel_xyxy(obj_boxes, width, height).numpy() if len(obj_boxes) else np.zeros((0, 4), np.float32),
-            object_masks=obj_masks,
-            candidates=candidates,
-            kept_masks=kept_masks,
-            object_area=_f(object_area),
-            defect_max_area=_f(max_area),
-            saliency_branch=sal.branch,
-            timings=timings,
-            notes=notes,
-            trace=tr or {},
+            category=st.name,
+            anomaly_map=np.nan_to_num(st.out_map.astype(np.float32)),
+            anomaly_map_full=np.nan_to_num(st.full.astype(np.float32)),
+            saliency=np.nan_to_num(np.asarray(st.sal.map, dtype=np.float32)),
+            object_boxes=(R.to_pixel_xyxy(st.obj_boxes, width, height).numpy() if len(st.obj_boxes)
+                          else np.zeros((0, 4), np.float32)),
+            object_masks=st.obj_masks,
+            candidates=st.candidates,
+            kept_masks=st.kept_masks,
+            object_area=_f(st.object_area),
+            defect_max_area=_f(st.max_area),
+            saliency_branch=st.sal.branch,
+            timings=st.timings,
+            notes=st.notes,
+            trace=st.trace or {},
+            method="saa",
+            method_label=f"SAA+ (preset {self.config.preset})",
         )
+
+
+@dataclass
+class _ImageState:
+    """What the stages of one image read and write (the image, its settings, every intermediate)."""
+
+    rgb: np.ndarray
+    bgr: np.ndarray
+    cat: CategoryConfig
+    name: str
+    prompts: list
+    trace: Optional[dict]
+    candidates: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    # filled by the stages, in order
+    obj_boxes: Any = None
+    obj_masks: Any = None
+    object_area: Any = None
+    max_area: Any = None
+    def_boxes: Any = None
+    def_scores: Any = None
+    def_cands: Any = None
+    sal: Any = None
+    low: Any = None
+    low_index: Any = None
+    rescored: Any = None
+    def_masks: Any = None
+    kept_idx: Any = None
+    kept_masks: Any = None
+    full: Any = None
+    out_map: Any = None
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @contextmanager
+    def timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - t0
