@@ -177,6 +177,8 @@ class ResolvedBehaviour(BaseModel):
     cross_image_k: PositiveInt = 1
     cross_image_max_others: NonNegativeInt = 0
     cross_image_subset: Literal["similar", "spread"] = "similar"
+    cross_image_aggregate: Literal["nearest", "per_image"] = "nearest"
+    cross_image_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class BehaviourConfig(BaseModel):
@@ -206,6 +208,11 @@ class BehaviourConfig(BaseModel):
     cross_image_max_others: Optional[NonNegativeInt] = None
     #: which others when capped: ``similar`` (closest global descriptors) or ``spread`` (evenly spaced)
     cross_image_subset: Optional[Literal["similar", "spread"]] = None
+    #: the reference rule: ``nearest`` (the k nearest positions over all compared images) or
+    #: ``per_image`` (lite's rule: mean of the smallest ``cross_image_fraction`` of the per-image
+    #: nearest distances, so a defect that recurs in a few images still scores high)
+    cross_image_aggregate: Optional[Literal["nearest", "per_image"]] = None
+    cross_image_fraction: Optional[float] = Field(None, gt=0.0, le=1.0)
 
 
 #: The behaviour keys of cross-image saliency. They do not change anything while
@@ -216,6 +223,8 @@ CROSS_IMAGE_KEYS = (
     "cross_image_k",
     "cross_image_max_others",
     "cross_image_subset",
+    "cross_image_aggregate",
+    "cross_image_fraction",
 )
 
 #: Preset name -> complete behaviour dict. Add presets with :func:`register_preset`.
@@ -236,6 +245,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         cross_image_k=1,
         cross_image_max_others=0,
         cross_image_subset="similar",
+        cross_image_aggregate="nearest",
+        cross_image_fraction=0.5,
     ),
 }
 # What the paper describes: the official behaviour with every SPEC §3.8 switch flipped.
@@ -437,6 +448,9 @@ class SaaConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: the method (saa.methods registry): ``saa`` (SAA+; ``full`` is an old name for it), ``lite``,
+    #: or a registered plug-in; checked against the registry when a run builds it
+    method: str = "saa"
     preset: str = "official"
     out_size: PositiveInt = 400
     models: ModelsConfig = Field(default_factory=ModelsConfig)
@@ -450,6 +464,14 @@ class SaaConfig(BaseModel):
     def _empty_section(cls, value: Any) -> Any:
         # `behaviour:` with every key commented out reads as null: take the defaults.
         return {} if value is None else value
+
+    @field_validator("method")
+    @classmethod
+    def _method_name(cls, value: str) -> str:
+        value = str(value).strip()
+        if not value:
+            raise ValueError("must be a method name (saa, lite, or a registered plug-in)")
+        return "saa" if value == "full" else value
 
     @field_validator("preset")
     @classmethod

@@ -65,7 +65,7 @@ import cv2
 import numpy as np
 import torch
 
-from .saliency.cross import AGGREGATES, COMBINE_RULES, combine, cross_image_scores, pool_features
+from .saliency.cross import AGGREGATES, COMBINE_RULES, combine, pool_features
 from .saliency.single import self_similarity_saliency
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class LitePipeline:
         if not 0.0 < float(fraction) <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.extractor = FeatureExtractor(backbone, checkpoint, tuple(stages), device)
+        self.backbone, self.checkpoint, self.stages = str(backbone), str(checkpoint), tuple(int(s) for s in stages)
         self.size, self.k, self.combine_rule = int(size), int(k), combine
         self.foreground, self.max_others, self.subset = foreground, max_others, subset
         self.smooth, self.single_n = float(smooth), int(single_n)
@@ -184,19 +185,54 @@ class LitePipeline:
             m = np.where(otsu_foreground(image), m, np.float32(m.min()))
         return m.astype(np.float32)
 
+    # -- the two passes, one image at a time (what saa.methods.lite and the runner use) ----------
+    def reference_features(self, image: np.ndarray) -> torch.Tensor:
+        """Pass 1: the pooled unit features (C, h', w') other images are compared with."""
+        return pool_features(self.features(image), self.pool)
+
+    def bank_settings(self) -> dict:
+        """Keyword arguments of :class:`saa.saliency.bank.CrossImageBank` (lite's reference rule)."""
+        return dict(k=self.k, max_others=self.max_others, subset=self.subset, aggregate=self.aggregate,
+                    fraction=self.fraction, chunk=self.chunk, block=self.block, device=self.extractor.device)
+
+    def settings(self) -> dict:
+        """Every setting that changes a lite map (what a run's fingerprint covers)."""
+        out = {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool, type(None)))}
+        out["stages"] = list(self.stages)
+        return out
+
+    def grid_of(self, image: np.ndarray, cross: Optional[np.ndarray]) -> tuple[np.ndarray, str]:
+        """Pass 2 for one image: its score grid from its cross-image scores (``cross``, from the
+        bank; None when there was nothing to compare with: single-image saliency), and the branch."""
+        if cross is None:
+            return self._single(self.features(image)), "single"
+        if self.combine_rule == "cross":
+            return cross, "cross"
+        single = self._single(self.features(image))
+        if cross.shape != single.shape:
+            cross = cv2.resize(cross, single.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        return combine(single, cross, self.combine_rule), self.combine_rule
+
+    def map_of(self, image: np.ndarray, cross: Optional[np.ndarray]) -> tuple[np.ndarray, str]:
+        """(anomaly map (H, W) float32, branch) of one image from its cross-image scores."""
+        grid, branch = self.grid_of(image, cross)
+        return self._finish(grid, image), branch
+
     def score_grids(self, feats: Sequence[torch.Tensor]) -> tuple[list[np.ndarray], str]:
-        """Second pass: score grids of a category's features, and which branch produced them.
+        """Second pass over a whole category's (un-pooled) features: score grids and the branch.
 
         Cross-image grids are on the pooled grid (``pool`` times coarser), single-image grids on
-        the feature grid; :meth:`_finish` brings either to the image.
+        the feature grid; :meth:`_finish` brings either to the image. The scores come from the same
+        bank as the per-image path (:meth:`reference_features` + :meth:`bank_settings`).
         """
-        cross = cross_image_scores([pool_features(f, self.pool) for f in feats], k=self.k,
-                                   max_others=self.max_others, chunk=self.chunk, block=self.block,
-                                   subset=self.subset, aggregate=self.aggregate, fraction=self.fraction)
-        if cross is None:
+        from .saliency.bank import CrossImageBank
+
+        bank = CrossImageBank.from_features([pool_features(f, self.pool) for f in feats], **self.bank_settings())
+        if len(bank) < 2:
             log.warning("lite mode: a category of %d image(s) has nothing to compare with; "
                         "fell back to single-image (nearest-%d) saliency", len(feats), self.single_n)
             return [self._single(f) for f in feats], "single"
+        cross = [bank.scores(i) for i in range(len(bank))]
         if self.combine_rule == "cross":
             return cross, "cross"
         singles = [self._single(f) for f in feats]

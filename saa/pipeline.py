@@ -169,7 +169,8 @@ class SAAPipeline:
         """Keyword arguments of :class:`~saa.cross_bank.CrossImageBank` from the behaviour."""
         b = self.behaviour
         return dict(k=b.cross_image_k, max_others=b.cross_image_max_others or None,
-                    subset=b.cross_image_subset, device=self.device)
+                    subset=b.cross_image_subset, aggregate=b.cross_image_aggregate,
+                    fraction=b.cross_image_fraction, device=self.device)
 
     def saliency_features(self, image) -> torch.Tensor:
         """Pass 1 of cross-image saliency: the unit feature grid (C, h, w), float32 on the CPU, of

@@ -130,7 +130,7 @@ def _dataset_of(run_dir: Path):
     """The dataset recorded in ``config.yaml`` (or raise)."""
     from .config import load_config
     from .datasets import build_dataset
-    from .evaluator import split_dataset_options
+    from .evaluation import split_dataset_options
 
     cfg = load_config(run_dir / "config.yaml")
     ds_options, _ = split_dataset_options(cfg.dataset.options)
@@ -195,7 +195,7 @@ def _curves_png(category: str, image_curve, pixel_curve, metrics: Mapping[str, A
 
 
 def _metrics_table(result: Mapping[str, Any]) -> str:
-    from .evaluator import METRIC_KEYS, METRIC_LABELS
+    from .evaluation import METRIC_KEYS, METRIC_LABELS
 
     def cell(v):
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
@@ -220,7 +220,8 @@ def _figure(rgb, caption: str) -> str:
 
 def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_size: int, dataset,
                       dataset_error: Optional[str], n_gallery: int, thumb: int) -> str:
-    from .evaluator import evaluation_maps, map_path, resize_masks
+    from .evaluation import evaluation_maps, resize_masks
+    from .results import map_path
     from .image_io import read_rgb
     from .visualize import heat_overlay, thumbnail
 
@@ -326,7 +327,8 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
 
 def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
                  notes: Sequence[str] = ()) -> str:
-    """The HTML text of the report of a run folder written by :func:`saa.evaluator.evaluate_run`."""
+    """The HTML text of the report of a run folder written by :func:`saa.run.evaluate_run` (it reads
+    only the files of the run folder: ``metrics.json``, ``config.yaml``, the per-image results)."""
     from .errors import SaaError
 
     run = Path(run_dir)
@@ -344,10 +346,18 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
         log.warning("report: the dataset of %s cannot be opened (%s); curves will be image-level only", run, e)
 
     ds = result.get("dataset", {})
-    title = f"SAA+ run report — {ds.get('kind', '?')}"
-    body = [f"<p>Run folder <code>{esc(run.resolve())}</code>; dataset <code>{esc(ds.get('root', ''))}</code>; "
-            f"preset <b>{esc(result.get('preset', ''))}</b>; out size {esc(result.get('out_size', ''))}, "
+    method = result.get("method_label") or ("SAA+" + (f" (preset {result['preset']})" if result.get("preset") else ""))
+    title = f"{method} run report — {ds.get('kind', '?')}"
+    preset = f"preset <b>{esc(result['preset'])}</b>; " if result.get("preset") else ""
+    body = [f"<p>Method <b>{esc(method)}</b>; {preset}run folder <code>{esc(run.resolve())}</code>; dataset "
+            f"<code>{esc(ds.get('root', ''))}</code>; out size {esc(result.get('out_size', ''))}, "
             f"eval size {eval_size}; finished {esc(result.get('finished', ''))}.</p>"]
+    if result.get("method_summary"):
+        body.append(f"<p>{esc(result['method_summary'])}.</p>")
+    settings = result.get("method_settings") or {}
+    if settings:
+        body.append("<h2>Method settings</h2><table>" + "".join(
+            f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in settings.items()) + "</table>")
     body += [f"<p class=\"note\">{esc(n)}</p>" for n in notes]
     cats = list(result.get("categories", {}))
     if cats:
@@ -369,7 +379,12 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
     body.append("<h2>Versions</h2>" + versions_html())
     cfg_path = run / "config.yaml"
     cfg_text = cfg_path.read_text(encoding="utf-8") if cfg_path.is_file() else "(config.yaml missing)"
-    body.append(f"<h2>Configuration</h2><pre>{esc(cfg_text)}</pre>")
+    unused = ""
+    if result.get("method") not in (None, "saa", "full"):
+        unused = (f"<p class=\"small\">Method {esc(result.get('method'))} reads only its own settings (above), "
+                  "<code>out_size</code>, <code>models.device</code> and <code>dataset</code>; the other sections "
+                  "(Grounding DINO, SAM, behaviour, prompts) are the config's and are not used by it.</p>")
+    body.append(f"<h2>Configuration</h2>{unused}<pre>{esc(cfg_text)}</pre>")
     body.append(f"<p class=\"small\">Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
                 f"by saa {esc(versions().get('saa'))}.</p>")
     return html_page(title, body)

@@ -49,7 +49,7 @@ def check_upload(path: str | os.PathLike) -> None:
 
 
 def config_choices() -> list[str]:
-    from .commands.demo import REPO
+    from .samples import REPO
 
     for folder in (Path("configs"), REPO / "configs"):
         found = sorted(str(p) for p in folder.glob("*.yaml"))
@@ -75,7 +75,6 @@ class Runner:
     def __init__(self, base_overrides: Sequence[str] = ()):
         self.base_overrides = list(base_overrides)
         self._pipes: dict[Any, Any] = {}
-        self._lite = None
 
     def config(self, path: str, custom: Optional[dict] = None):
         from .config import config_from_dict, load_config
@@ -94,22 +93,27 @@ class Runner:
             log.warning("%s: %s", path, e)
             return []
 
-    def full(self, cfg):
-        from .pipeline import SAAPipeline
+    def method(self, cfg, name: str):
+        """The method ``name`` for ``cfg``, its models loaded once per (method, models section)."""
+        from .methods import canonical_name
+        from .run import make_method
 
-        key = cfg.models.model_dump_json()
+        name = canonical_name(name)
+        key = (name, cfg.models.model_dump_json(), int(cfg.out_size))
+        if name == "saa":
+            from .pipeline import SAAPipeline
+
+            if key not in self._pipes:
+                self._pipes[key] = SAAPipeline(cfg).load_models()
+            # the cached models with this run's config (prompts and properties may differ)
+            return make_method(cfg.model_copy(update={"method": name}), pipeline=self._pipes[key])
         if key not in self._pipes:
-            self._pipes[key] = SAAPipeline(cfg).load_models()
-        # the cached models with this run's config (prompts and properties may differ)
-        p = self._pipes[key]
-        return SAAPipeline(cfg, detector=p._detector, refiner=p._refiner, extractor=p._extractor)
+            self._pipes[key] = make_method(cfg.model_copy(update={"method": name}))
+        return self._pipes[key]
 
-    def lite(self):
-        from .lite import LitePipeline
-
-        if self._lite is None:
-            self._lite = LitePipeline()
-        return self._lite
+    def full(self, cfg):
+        """The SAA+ pipeline of ``cfg`` with the cached models."""
+        return self.method(cfg, "saa").pipeline
 
 
 def _outdir() -> Path:
@@ -120,8 +124,8 @@ def _outdir() -> Path:
 def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], config_path: str, category: str,
              method: str, obj: str, n_objects: float, k_mask: float, area_ratio: float, captions: str):
     """The UI's run button: (overlay, saliency, boxes rows, message, [npy, png])."""
-    from .commands.demo import SAMPLES_DIR, lite_message, missing_model_files
     from .image_io import atomic_save_npy, atomic_save_png, read_rgb
+    from .samples import SAMPLES_DIR, lite_message, missing_model_files
     from .visualize import candidate_boxes, heat_overlay, map_to_png
 
     src = image_path or (str(SAMPLES_DIR / sample) if sample else None)
@@ -145,9 +149,9 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
         cfg = runner.config(config_path, custom)
         cfg.category(cat)
         missing = missing_model_files(cfg)
-        use = ("lite" if missing else "full") if method == "auto" else method
+        use = ("lite" if missing else "saa") if method == "auto" else ("saa" if method == "full" else method)
         msg = []
-        if use == "full" and missing:
+        if use == "saa" and missing:
             return None, None, [], ("**The full method needs model files that are missing:** "
                                     + ", ".join(f"`{m}`" for m in missing)
                                     + ". Run `bash install.sh`, or choose the **lite** method."), None
@@ -159,22 +163,23 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
         rgb = read_rgb(src)
         out = _outdir()
         stem = Path(src).stem
+        meth = runner.method(cfg, use)
+        pred = meth.predict(rgb, cat)
+        amap = pred.anomaly_map_full
+        sal = pred.saliency if "saliency" in meth.panels else None
         rows: list[list[Any]] = []
-        if use == "full":
-            pred = runner.full(cfg).predict(rgb, cat)
-            amap, sal = pred.anomaly_map_full, pred.saliency
+        if pred.has_regions:
             overlay = candidate_boxes(heat_overlay(rgb, amap), pred.candidates, object_boxes=pred.object_boxes)
             for c in pred.defects:
                 rows.append([c.caption, "kept" if c.kept else f"dropped ({c.dropped})",
                              round(c.score, 4), None if c.rescored is None else round(c.rescored, 4),
                              [round(v, 1) for v in c.box_xyxy].__repr__()])
-            msg.append(f"Full SAA+: score {pred.score:.3f}; {len(pred.kept)} region(s) kept of "
-                       f"{len(pred.defects)} candidates (green kept, grey/red dropped).")
-            msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
+            msg.append(f"Full {pred.summary()} (green kept, grey/red dropped).")
         else:
-            amap = runner.lite().predict(rgb)
-            sal = None
             overlay = heat_overlay(rgb, amap)
+            msg.append(pred.summary() + ".")
+        if use != "lite":  # lite's one-image note is the one above
+            msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
         npy = out / f"{stem}_map.npy"
         png = out / f"{stem}_map.png"
         atomic_save_npy(npy, np.asarray(amap, dtype=np.float32))
@@ -190,7 +195,7 @@ def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    from .commands.demo import SAMPLES_DIR, default_config_path, sample_images
+    from .samples import SAMPLES_DIR, default_config_path, sample_images
 
     runner = Runner(overrides)
     configs = config_choices()
@@ -236,7 +241,7 @@ def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
         cfg_dd.change(lambda p: gr.update(choices=runner.categories(p) + [CUSTOM],
                                           value=(runner.categories(p) or [CUSTOM])[0]), cfg_dd, cat_dd)
         def guess_category(path, cfg_path, current):
-            from .commands.demo import category_of_sample
+            from .samples import category_of_sample
 
             if not path:
                 return gr.update()

@@ -161,9 +161,10 @@ def compose(panels: dict[str, np.ndarray], height: int = 256, gap: int = 4) -> n
 
 def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray] = None,
                       panels: str | Sequence[str] | None = None, height: int = 256) -> np.ndarray:
-    """One strip of panels for a :class:`saa.pipeline.Prediction` (see :func:`panel_images`)."""
+    """One strip of panels for a :class:`saa.prediction.Prediction` (see :func:`panel_images`)."""
+    regions = getattr(prediction, "has_regions", True)
     imgs = panel_images(rgb, anomaly_map=prediction.anomaly_map_full, saliency=prediction.saliency,
-                        gt_mask=gt_mask, candidates=prediction.candidates,
+                        gt_mask=gt_mask, candidates=prediction.candidates if regions else None,
                         object_boxes=getattr(prediction, "object_boxes", None), panels=panels)
     return compose(imgs, height)
 

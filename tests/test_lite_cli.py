@@ -29,8 +29,13 @@ def test_run_lite_writes_metrics_and_resumes(tmp_path):
     # the two defective bottles score above the good one with real features
     assert m["image_auroc"] == 100.0
     second = E.evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
-    assert second["totals"]["computed"] == 0 and second["categories"] == {
-        c: {**v, "seconds": second["categories"][c]["seconds"]} for c, v in first["categories"].items()}
+    # (this assertion used to compare the computed/reused counts of the two runs as equal: lite runs
+    # reported "0 computed, 3 reused" even when fresh, the defect of issue #12; they are now counted)
+    assert first["totals"]["computed"] == 3 and first["totals"]["reused"] == 0
+    assert second["totals"]["computed"] == 0 and second["totals"]["reused"] == 3
+    assert second["categories"] == {
+        c: {**v, "seconds": second["categories"][c]["seconds"], "computed": 0, "reused": 3}
+        for c, v in first["categories"].items()}
     # a full-pipeline run in the same folder does not take the lite maps for its own
     fp_full = E.config_fingerprint(cfg, "bottle")
     stored = np.load(next((out / "bottle" / "maps").glob("*.npz")))

@@ -22,8 +22,23 @@ def preset_override(args) -> list[str]:
     return [f"preset={args.preset}"] if getattr(args, "preset", None) else []
 
 
-def overrides_of(args) -> list[str]:
+def overrides_of(args, with_method: bool = True) -> list[str]:
     ov = list(args.overrides)
     if getattr(args, "device", None):
         ov.append(f"models.device={args.device}")
-    return ov + preset_override(args)
+    return ov + preset_override(args) + (method_override(args) if with_method else [])
+
+
+def add_method_arg(p) -> None:
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="the method: saa (SAA+: Grounding DINO + SAM + saliency; the default, also called full), "
+                        "lite (ours: no foundation models, each image scored against the other images of its "
+                        "category with EfficientNet-Lite0 features) or a registered plug-in; "
+                        "shortcut for --set method=NAME")
+
+
+def method_override(args) -> list[str]:
+    """``--method NAME`` as a ``--set`` override ([] when not given)."""
+    import json
+
+    return [f"method={json.dumps(args.method)}"] if getattr(args, "method", None) else []

@@ -8,62 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
+from ..samples import (DEFAULT_CONFIG, REPO, SAMPLES_DIR, category_of_sample, choose_method,  # noqa: F401
+                       default_config_path, lite_message, missing_model_files, sample_images)
 from . import overrides_of
 
 log = logging.getLogger("saa.demo")
-
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES_DIR = REPO / "assets" / "samples"
-DEFAULT_CONFIG = "configs/mvtec.yaml"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def sample_images(folder: Path = SAMPLES_DIR) -> list[Path]:
-    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def category_of_sample(path: Path, categories: Sequence[str]) -> Optional[str]:
-    """The config category named by the file-name prefix (``bottle_...`` -> ``bottle``), if any."""
-    stem = Path(path).stem.lower()
-    for c in sorted(categories, key=len, reverse=True):
-        if stem == c.lower() or stem.startswith(c.lower() + "_"):
-            return c
-    return None
-
-
-def default_config_path() -> Path:
-    p = Path(DEFAULT_CONFIG)
-    return p if p.is_file() else REPO / DEFAULT_CONFIG
-
-
-def missing_model_files(cfg) -> list[str]:
-    """Model files of the full pipeline that the config names but that do not exist."""
-    m = cfg.models
-    wanted = [m.grounding.checkpoint, m.grounding.text_encoder, m.sam.checkpoint]
-    if not str(m.saliency.checkpoint).startswith("package:"):
-        wanted.append(m.saliency.checkpoint)
-    return [str(cfg.resolve_path(p)) for p in wanted if not cfg.resolve_path(p).exists()]
-
-
-def choose_method(method: str, missing: Sequence[str]) -> str:
-    from ..errors import SaaError
-
-    if method == "auto":
-        return "lite" if missing else "full"
-    if method == "full" and missing:
-        raise SaaError("the full method needs model files that are missing: " + ", ".join(missing)
-                       + ". Get them with `bash install.sh`, or use --method lite")
-    return method
-
-
-def lite_message(missing: Sequence[str]) -> str:
-    return ("LITE METHOD: saliency-only anomaly maps from the packaged EfficientNet-Lite0 (no Grounding DINO, "
-            "no SAM, no regions), because these model files are missing: " + ", ".join(missing)
-            + ". Run `bash install.sh` to download them for the full SAA+ method.")
 
 
 def register(sub) -> None:
@@ -91,10 +43,11 @@ def run(args) -> int:
     from ..errors import SaaError
     from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
     from ..report import esc, html_page, img_tag, versions_html
-    from ..visualize import compose, heat_overlay, panel_images, prediction_overlay, prediction_panels
+    from ..run import make_method
+    from ..visualize import prediction_overlay, prediction_panels
 
     cfg_path = Path(args.config) if args.config else default_config_path()
-    cfg = load_config(cfg_path, overrides_of(args))
+    cfg = load_config(cfg_path, overrides_of(args, with_method=False))
     missing = missing_model_files(cfg)
     method = choose_method(args.method, missing)
     images = [Path(p) for p in args.images] if args.images else sample_images()
@@ -110,6 +63,7 @@ def run(args) -> int:
         groups.setdefault(cat, []).append(p)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    meth = make_method(cfg.model_copy(update={"method": method}))
 
     notes = []
     if method == "lite":
@@ -117,48 +71,35 @@ def run(args) -> int:
                      "LITE METHOD (chosen with --method lite): saliency-only anomaly maps, no regions.")
         print(notes[-1])
     else:
-        print(f"full SAA+ method, config {cfg_path}")
+        print(f"{meth.label}, config {cfg_path}")
 
     sections = []
-    pipe = lite = None
+    if method == "saa":
+        meth.pipeline.load_models()
     for cat, paths in groups.items():
         rgbs = [read_rgb(p) for p in paths]
-        if method == "full":
-            from ..pipeline import SAAPipeline
-
-            pipe = pipe or SAAPipeline(cfg).load_models()
-            preds = [pipe.predict(rgb, cat) for rgb in rgbs]
-            maps = [pr.anomaly_map_full for pr in preds]
-        else:
-            from ..lite import LitePipeline
-
-            lite = lite or LitePipeline(device=cfg.models.device if cfg.models.device != "auto" else "cpu")
-            maps = lite.predict_category(rgbs) if len(rgbs) > 1 else [lite.predict(rgbs[0])]
-            preds = [None] * len(rgbs)
-        for p, rgb, amap, pred in zip(paths, rgbs, maps, preds):
+        bank = None
+        if meth.needs_references and len(rgbs) > 1:  # the category's images are each other's references
+            bank = meth.bank_from_features([meth.reference_features(rgb) for rgb in rgbs])
+        for i, (p, rgb) in enumerate(zip(paths, rgbs)):
+            pred = meth.predict(rgb, cat, bank=bank, index=i if bank is not None else None)
+            panels = prediction_panels(rgb, pred, panels=[k for k in ("image", "anomaly_map", "saliency", "boxes")
+                                                          if k in meth.panels])
+            summary = pred.summary() + (" (green kept, grey/red dropped)" if pred.has_regions else "")
             stem = p.stem
-            if pred is not None:
-                panels = prediction_panels(rgb, pred)
-                overlay = prediction_overlay(rgb, pred)
-                summary = (f"score {pred.score:.3f}; {len(pred.kept)} region(s) kept of {len(pred.defects)} "
-                           "candidates (green kept, grey/red dropped)")
-            else:
-                panels = compose(panel_images(rgb, anomaly_map=amap, panels=("image", "anomaly_map")))
-                overlay = heat_overlay(rgb, amap)
-                summary = f"lite map, max {float(np.max(amap)):.3f} (saliency only, no regions)"
-            atomic_save_npy(out / f"{stem}.npy", np.asarray(amap, dtype=np.float32))
-            atomic_save_png(out / f"{stem}_overlay.png", overlay)
+            atomic_save_npy(out / f"{stem}.npy", np.asarray(pred.anomaly_map_full, dtype=np.float32))
+            atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
             atomic_save_png(out / f"{stem}_panels.png", panels)
             print(f"{p} [{cat}]: {summary} -> {out / stem}_panels.png")
             sections.append(f"<h3>{esc(p.name)} — {esc(cat)}</h3><p class=\"small\">{esc(summary)}</p>"
                             + img_tag(panels, alt=f"panels of {p.name}"))
-    body = [f"<p>Method: <b>{'full SAA+' if method == 'full' else 'lite (saliency only)'}</b>; config "
+    body = [f"<p>Method: <b>{esc(meth.label)}</b>; config "
             f"<code>{esc(cfg_path)}</code>; images from <code>{esc(images[0].parent)}</code> "
             "(licences in its SOURCES.md).</p>"]
     body += [f"<p class=\"note\">{esc(n)}</p>" for n in notes]
     body += sections
     body.append("<h2>Versions</h2>" + versions_html())
-    title = "saa demo — " + ("full SAA+ method" if method == "full" else "LITE method")
+    title = "saa demo — " + ("full SAA+ method" if method == "saa" else f"{method.upper()} method")
     atomic_write_text(out / "report.html", html_page(title, body))
     print(f"report: {out / 'report.html'} (open it in a browser)")
     return 0

@@ -1,4 +1,4 @@
-"""``saa predict``: anomaly maps for a few images of one category."""
+"""``saa predict``: anomaly maps for a few images of one category, with any registered method."""
 from __future__ import annotations
 
 import json
@@ -8,64 +8,81 @@ from pathlib import Path
 
 import numpy as np
 
-from . import add_config_args, overrides_of
+from . import add_config_args, add_method_arg, overrides_of
 
 log = logging.getLogger("saa.predict")
+
+DEFAULT_PANELS = ("image", "anomaly_map", "saliency", "boxes")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "predict", help="anomaly maps for image files",
-        description="Run the pipeline on image files of one category and write, per image, "
-                    "<stem>.npy (map at out_size, float32), <stem>_saliency.npy (saliency at the image size), "
-                    "<stem>.json (every candidate region and why it was kept or dropped), <stem>_overlay.png and "
-                    "<stem>_panels.png (the --panels side by side). With cross-image saliency (--preset improved) "
-                    "the images given are each other's references: give several images of the category.")
+        description="Run a method on image files of one category and write, per image, "
+                    "<stem>.npy (map at out_size, float32), <stem>_saliency.npy (saliency at the image size, "
+                    "when the method has one), <stem>.json (the method, the score, every candidate region and why "
+                    "it was kept or dropped), <stem>_overlay.png and <stem>_panels.png (the --panels side by side). "
+                    "A method that compares images (--method lite, --preset improved) scores the images given "
+                    "against each other: give several images of the category.")
     add_config_args(p)
     p.add_argument("--category", required=True, help="category key of the config (e.g. bottle)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--panels", default="image,anomaly_map,saliency,boxes", metavar="LIST",
+    p.add_argument("--panels", default=None, metavar="LIST",
                    help="panels of <stem>_panels.png, comma-separated: image, anomaly_map, saliency, boxes "
-                        "(kept regions green, dropped grey/red) or all; 'none' writes no panel picture")
+                        "(kept regions green, dropped grey/red) or all (every panel the method can draw); "
+                        "'none' writes no panel picture (default: image,anomaly_map,saliency,boxes, or what the "
+                        "method has of them)")
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    p.add_argument("--method", choices=["full", "lite"], default="full",
-                   help="full: SAA+; lite: no foundation models — the images given are scored against each "
-                        "other with EfficientNet-Lite0 features (give several images of one category)")
+    add_method_arg(p)
     p.set_defaults(func=run)
+
+
+def choose_panels(spec, method) -> tuple[str, ...] | None:
+    """The panels to draw for ``method`` (None: no panel picture); a :class:`SaaError` for a panel
+    the method cannot draw."""
+    from ..errors import SaaError
+    from ..visualize import parse_panels
+
+    if spec is None:
+        return tuple(k for k in DEFAULT_PANELS if k in method.panels)
+    if spec.strip().lower() == "none":
+        return None
+    if spec.strip().lower() == "all":
+        return tuple(k for k in method.panels if k != "ground_truth")
+    try:
+        panels = parse_panels(spec)
+    except ValueError as e:
+        raise SaaError(f"--panels: {e}") from None
+    bad = [k for k in panels if k not in method.panels or k == "ground_truth"]
+    if bad:
+        raise SaaError(f"--panels: method {method.name} cannot draw {', '.join(bad)} "
+                       f"(it has {', '.join(k for k in method.panels if k != 'ground_truth')})")
+    return panels
 
 
 def run(args) -> int:
     from ..config import load_config
-    from ..errors import SaaError
-    from ..pipeline import SAAPipeline
-    from ..visualize import parse_panels
+    from ..run import make_method
 
-    panels = None
-    if args.panels.strip().lower() != "none":
-        try:
-            panels = parse_panels(args.panels)
-        except ValueError as e:
-            raise SaaError(f"--panels: {e}") from None
     cfg = load_config(args.config, overrides_of(args))
     cfg.category(args.category)  # fail early on an unknown category
+    method = make_method(cfg)
+    panels = choose_panels(args.panels, method)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.method == "lite":
-        return _run_lite(args, cfg, out)
-    pipe = SAAPipeline(cfg).load_models()
+    failed: list = []
     stems: set[str] = set()
-    failed = []
-    with tempfile.TemporaryDirectory(prefix="saa_cross_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="saa_refs_") as tmp:
         paths, bank = list(args.images), None
-        if pipe.cross_image:  # pass 1: the images given are each other's "others"
-            paths, bank = _cross_image_pass(pipe, args.images, Path(tmp), failed)
+        if method.needs_references:  # pass 1: the images given are each other's references
+            paths, bank = reference_pass(method, args.images, Path(tmp), failed)
         for i, path in enumerate(paths):
             rgb = _read_or_skip(path, failed)
             if rgb is None:
                 continue
-            stem = _unique_stem(path, stems)
-            pred = pipe.predict(rgb, args.category, others=bank, index=i if bank is not None else None)
-            _write_prediction(out, stem, path, rgb, pred, panels)
+            stem = unique_stem(path, stems)
+            pred = method.predict(rgb, args.category, bank=bank, index=i if bank is not None else None)
+            write_prediction(out, stem, path, rgb, pred, panels)
     if failed:
         print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
         return 1
@@ -81,82 +98,53 @@ def _read_or_skip(path, failed: list):
         return read_rgb(path)
     except ImageReadError as e:
         log.error("%s (skipped)", e)
-        failed.append(path)
+        if path not in failed:
+            failed.append(path)
         return None
 
 
-def _unique_stem(path, stems: set) -> str:
+def unique_stem(path, stems: set) -> str:
     """The file stem of ``path``, made unique among ``stems`` (two inputs with the same stem both
     keep their results), and added to them."""
-    stem = Path(path).stem
-    if stem in stems:
-        stem = f"{stem}_{len(stems)}"
+    base = Path(path).stem
+    stem, n = base, 1
+    while stem in stems:
+        stem = f"{base}_{n}"
+        n += 1
     stems.add(stem)
     return stem
 
 
-def _cross_image_pass(pipe, images, folder: Path, failed: list):
-    """Pass 1 of cross-image saliency over the readable ``images``: (their paths, the bank; None
-    with fewer than two images: the pipeline then notes that it used single-image saliency)."""
-    from ..cross_bank import CrossImageBank, FeatureStore
+def reference_pass(method, images, folder: Path, failed: list):
+    """Pass 1 over the readable ``images``: (their paths, the bank of their features; None with
+    fewer than two images: the method then notes that it had nothing to compare with)."""
+    from ..saliency.bank import FeatureStore
 
     store, ok = FeatureStore(folder), []
     for path in images:
         rgb = _read_or_skip(path, failed)
         if rgb is None:
             continue
-        store.put(str(len(ok)), pipe.saliency_features(rgb))
+        store.put(str(len(ok)), method.reference_features(rgb))
         ok.append(path)
     if len(ok) < 2:
         return ok, None
-    return ok, CrossImageBank.from_store(store, [str(i) for i in range(len(ok))], **pipe.cross_image_settings())
+    return ok, method.bank_from_store(store, [str(i) for i in range(len(ok))])
 
 
-def _write_prediction(out: Path, stem: str, path, rgb, pred, panels) -> None:
+def write_prediction(out: Path, stem: str, path, rgb, pred, panels) -> None:
     from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text
     from ..visualize import prediction_overlay, prediction_panels
 
     atomic_save_npy(out / f"{stem}.npy", pred.anomaly_map.astype(np.float32))
-    atomic_save_npy(out / f"{stem}_saliency.npy", pred.saliency.astype(np.float32))
+    if pred.saliency is not None:
+        atomic_save_npy(out / f"{stem}_saliency.npy", pred.saliency.astype(np.float32))
     info = pred.regions_dict()
     info["image"] = str(path)
     atomic_write_text(out / f"{stem}.json", json.dumps(info, indent=1))
     atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
     if panels:
         atomic_save_png(out / f"{stem}_panels.png", prediction_panels(rgb, pred, panels=panels))
-    print(f"{path}: score {pred.score:.4f}, {len(pred.kept)} region(s) kept of "
-          f"{len(pred.defects)} candidates -> {out / stem}.npy")
-
-
-def _run_lite(args, cfg, out: Path) -> int:
-    """Lite mode: all given images scored together (each against the others), no DINO/SAM."""
-    import cv2
-
-    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text
-    from ..lite import LitePipeline
-    from ..models.checkpoints import resolve_device
-    from ..visualize import heat_overlay
-
-    images, stems, failed = [], set(), []
-    for path in args.images:
-        rgb = _read_or_skip(path, failed)
-        if rgb is not None:
-            images.append((path, rgb))
-    lite = LitePipeline(device=str(resolve_device(str(cfg.models.device))))
-    maps = lite.predict_category([im for _, im in images]) if len(images) > 1 else \
-        [lite.predict(im) for _, im in images]
-    for (path, rgb), m in zip(images, maps):
-        stem = _unique_stem(path, stems)
-        size = int(cfg.out_size)
-        atomic_save_npy(out / f"{stem}.npy", cv2.resize(m, (size, size)).astype(np.float32))
-        atomic_save_npy(out / f"{stem}_saliency.npy", m.astype(np.float32))
-        atomic_write_text(out / f"{stem}.json", json.dumps(
-            {"method": "lite", "image": str(path), "category": args.category, "score": float(m.max()),
-             "note": "lite method (our addition): cross-image EfficientNet-Lite0 saliency, no Grounding DINO/SAM"},
-            indent=1))
-        atomic_save_png(out / f"{stem}_overlay.png", heat_overlay(rgb, m, vmax=float(max(x.max() for x in maps))))
-        print(f"{path}: lite score {float(m.max()):.4f} -> {out / stem}.npy")
-    if failed:
-        print(f"{len(failed)} image(s) could not be read: {', '.join(map(str, failed))}")
-        return 1
-    return 0
+    print(f"{path}: {pred.summary()} -> {out / stem}.npy")
+    for n in pred.notes:
+        print(f"  note: {n}")

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import add_preset_arg, preset_override
+from . import add_method_arg, add_preset_arg, method_override, preset_override
 
 log = logging.getLogger("saa.run")
 
 _DESCRIPTION = (
-    "Run SAA+ on every test image of a dataset (the config's dataset.kind and dataset.root), then "
+    "Run a method (SAA+ by default, or --method lite / a registered plug-in) on every test image of a dataset (the config's dataset.kind and dataset.root), then "
     "compute the SPEC metrics per category. Per-image maps are kept under OUT/<category>/maps/, so "
     "an interrupted run continues where it stopped when started again with the same --out. "
     "Writes OUT/metrics.csv, metrics.md, metrics.json and config.yaml (and, for visa_challenge, "
@@ -35,10 +35,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set out_size=256 (repeatable)")
     add_preset_arg(p)
-    p.add_argument("--method", choices=["full", "lite"], default="full",
-                   help="full: SAA+ (Grounding DINO + SAM + saliency); lite: no foundation models, each image "
-                        "scored against the other images of its category with EfficientNet-Lite0 features "
-                        "(our addition, not the authors' method)")
+    add_method_arg(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute every image even if its result file exists")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -57,18 +54,23 @@ def default_out_dir(config_path: str | Path) -> Path:
 
 def run(args) -> int:
     from ..config import load_config
-    from ..evaluator import evaluate_run
+    from ..run import evaluate_run
 
-    cfg = load_config(args.config, list(args.overrides) + preset_override(args))
+    cfg = load_config(args.config, list(args.overrides) + preset_override(args) + method_override(args))
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
-                          resume=args.resume, progress=args.progress, method=args.method)
+                          resume=args.resume, progress=args.progress)
     if "rank" in result:  # a non-zero rank under torchrun: rank 0 prints the results
         print(f"rank {result['rank']}/{result['world_size']}: computed {result['computed']} images")
         return 0
     totals = result["totals"]
-    print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
-          f"in {result['timings']['total_s']:.1f} s")
+    if "computed_by_all_processes" in totals:  # torchrun: the shards computed, rank 0 evaluated
+        done = totals["computed_by_all_processes"]
+        print(f"{totals['images']} images ({done} computed by {result['world_size']} processes, "
+              f"{totals['images'] - done} reused) in {result['timings']['total_s']:.1f} s")
+    else:
+        print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
+              f"in {result['timings']['total_s']:.1f} s")
     print(f"results: {out}/metrics.md, metrics.csv, metrics.json, config.yaml; per-image maps in {out}/<category>/maps/")
     if result.get("vand"):
         print(f"VAND submission tree: {result['vand']['root']}/{result['vand']['experiment']}/0shot/0/")

@@ -79,18 +79,22 @@ class FeatureStore:
     def path(self, key: str) -> Path:
         return self.folder / (stored_stem(key) + ".npz")
 
-    def has(self, key: str) -> bool:
+    def has(self, key: str, source: Optional[str] = None) -> bool:
+        """Whether valid features of ``key`` are stored (same fingerprint; with ``source``, made
+        from that version of the image file: see :func:`saa.results.source_token`)."""
         try:
             with np.load(self.path(key), allow_pickle=False) as z:
-                return str(z["fingerprint"]) == self.fingerprint and "features" in z.files
+                if str(z["fingerprint"]) != self.fingerprint or "features" not in z.files:
+                    return False
+                return source is None or ("source" in z.files and str(z["source"]) == source)
         except Exception:  # missing, partial, not an npz
             return False
 
-    def put(self, key: str, features: FeatureLike) -> None:
+    def put(self, key: str, features: FeatureLike, source: str = "") -> None:
         g = _as_grid(features).cpu()
         buf = io.BytesIO()
         np.savez(buf, features=g.numpy().astype(np.float32), descriptor=global_descriptors([g])[0].numpy(),
-                 fingerprint=np.str_(self.fingerprint))
+                 fingerprint=np.str_(self.fingerprint), source=np.str_(source))
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path(key), buf.getvalue())
 

@@ -1,0 +1,107 @@
+"""What a method is: the :class:`Method` protocol every plug-in implements.
+
+A method turns one image of a category into a :class:`saa.prediction.Prediction`. The runner
+(:mod:`saa.run`), ``saa predict``, the demo and the UI only talk to this interface:
+
+* :attr:`Method.needs_references`: whether a map depends on the category's other images. Such a
+  method computes per-image features first (:meth:`Method.reference_features`, pass 1, stored and
+  resumed by the runner), and :meth:`Method.predict` then gets the bank of them
+  (:class:`saa.saliency.bank.CrossImageBank`, built with :meth:`Method.bank_settings`) and the
+  image's place in it;
+* :meth:`Method.fingerprint`: a hash of every setting that changes its maps, and of the reference
+  set when it uses one; a stored result with another fingerprint is recomputed;
+* :meth:`Method.describe`: what a user reads (console table, ``metrics.md``, the report, messages).
+
+Register a plug-in with :func:`saa.methods.register_method`; ``saa run --method NAME`` and
+``saa predict --method NAME`` find it by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+
+from ..config import SaaConfig
+from ..prediction import Prediction
+
+__all__ = ["Method", "hash_of", "reference_set_id"]
+
+ALL_PANELS = ("image", "ground_truth", "anomaly_map", "saliency", "boxes")
+
+
+def hash_of(data: Any, n: int = 16) -> str:
+    """Short SHA-256 of a JSON-able value (sorted keys)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def reference_set_id(keys: Sequence[str]) -> str:
+    """Identity of a category's image set (order-free): the hash of its sorted keys. The keys may
+    carry more than the name (the runner appends each file's size and mtime)."""
+    return hashlib.sha256("\n".join(sorted(map(str, keys))).encode("utf-8")).hexdigest()
+
+
+class Method:
+    """Base class of the methods. Subclasses set :attr:`name` and implement :meth:`predict` and
+    :meth:`fingerprint`; a method with references also :meth:`reference_features` and
+    :meth:`bank_settings`."""
+
+    #: registry name (``saa run --method NAME``)
+    name: ClassVar[str] = ""
+    #: panels of ``saa predict --panels`` this method can draw
+    panels: ClassVar[tuple[str, ...]] = ALL_PANELS
+
+    def __init__(self, config: SaaConfig):
+        self.config = config
+
+    # -- what it is ---------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """Short human name, e.g. ``SAA+ (preset official)``."""
+        return self.name
+
+    @property
+    def needs_references(self) -> bool:
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """``name``, ``label``, ``preset`` (or None), ``settings`` (what the report lists) and
+        ``summary`` (one sentence)."""
+        return {"name": self.name, "label": self.label, "preset": None, "settings": {}, "summary": self.label}
+
+    def required_files(self) -> list[str]:
+        """Model files the method needs that do not exist (empty: it can run)."""
+        return []
+
+    # -- what it computes ---------------------------------------------------------------------
+    def fingerprint(self, category: str, references: Optional[Sequence[str]] = None) -> str:
+        raise NotImplementedError
+
+    def reference_features(self, rgb: np.ndarray):
+        """Pass 1: the features of one image that the other images are compared with."""
+        raise NotImplementedError(f"method {self.name!r} does not use reference images")
+
+    def bank_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~saa.saliency.bank.CrossImageBank` for this method."""
+        raise NotImplementedError(f"method {self.name!r} does not use reference images")
+
+    def predict(self, rgb: np.ndarray, category: str, *, bank=None, index: Optional[int] = None) -> Prediction:
+        """One image -> :class:`Prediction`. ``bank`` / ``index``: the category's reference bank
+        and this image's place in it (None: the image is not in the bank)."""
+        raise NotImplementedError
+
+    # -- reference banks (the same for every method) ------------------------------------------
+    def bank_from_features(self, features: Sequence, keys: Optional[Sequence[str]] = None):
+        from ..saliency.bank import CrossImageBank
+
+        settings = dict(self.bank_settings())
+        if keys is not None:
+            settings["keys"] = list(keys)
+        return CrossImageBank.from_features(list(features), **settings)
+
+    def bank_from_store(self, store, keys: Sequence[str]):
+        from ..saliency.bank import CrossImageBank
+
+        return CrossImageBank.from_store(store, list(keys), **self.bank_settings())

@@ -1,0 +1,119 @@
+"""``saa``: SAA+ (Grounding DINO + SAM + saliency, regularised by hybrid prompts), presets
+``official`` (the authors' code), ``paper`` and ``improved`` (ours: paper + cross-image saliency,
+which makes the category's other images references)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..config import CROSS_IMAGE_KEYS, SaaConfig
+from ..prediction import Prediction
+from . import register_method
+from .base import Method, reference_set_id
+
+__all__ = ["SaaMethod", "config_fingerprint"]
+
+
+def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequence[str]] = None) -> str:
+    """Hash of everything that changes a category's SAA+ maps (device and weights_dir excluded).
+
+    With cross-image saliency on, a map also depends on the other images of the category: pass
+    their sample ``images`` keys (they are then part of the hash). With it off, the
+    ``cross_image_*`` switches and ``images`` change nothing and are left out (so the hashes of
+    ``official`` and ``paper`` runs are those of earlier versions).
+    """
+    import hashlib
+    import json
+
+    models = config.models.model_dump(mode="json")
+    models.pop("device", None)
+    models.pop("weights_dir", None)
+    behaviour = config.resolved_behaviour().model_dump(mode="json")
+    cross = bool(behaviour["cross_image_saliency"])
+    if not cross:
+        for key in CROSS_IMAGE_KEYS:
+            behaviour.pop(key, None)
+    data = {
+        "behaviour": behaviour,
+        "out_size": config.out_size,
+        "models": models,
+        "prompts": [list(p) for p in config.language_prompts(category)],
+        "category": config.category(category).model_dump(mode="json"),
+    }
+    if cross and images is not None:
+        data["cross_image_set"] = reference_set_id(images)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def required_model_files(cfg: SaaConfig) -> list[str]:
+    """Model files of SAA+ that ``cfg`` names but that do not exist."""
+    m = cfg.models
+    wanted = [m.grounding.checkpoint, m.grounding.text_encoder, m.sam.checkpoint]
+    if not str(m.saliency.checkpoint).startswith("package:"):
+        wanted.append(m.saliency.checkpoint)
+    return [str(cfg.resolve_path(p)) for p in wanted if not cfg.resolve_path(p).exists()]
+
+
+@register_method
+class SaaMethod(Method):
+    """SAA+ through :class:`saa.pipeline.SAAPipeline`. ``pipeline``: one whose models (loaded or
+    not) are reused with this method's config."""
+
+    name = "saa"
+
+    def __init__(self, config: SaaConfig, pipeline=None):
+        super().__init__(config)
+        from ..pipeline import SAAPipeline
+
+        if pipeline is None:
+            self.pipeline = SAAPipeline(config)  # models load on the first image that needs them
+        else:
+            self.pipeline = SAAPipeline(config, detector=pipeline._detector, refiner=pipeline._refiner,
+                                        extractor=pipeline._extractor)
+
+    @property
+    def label(self) -> str:
+        return f"SAA+ (preset {self.config.preset})"
+
+    @property
+    def needs_references(self) -> bool:
+        return self.pipeline.cross_image
+
+    def describe(self) -> dict[str, Any]:
+        m = self.config.models
+        b = self.config.resolved_behaviour()
+        settings = {
+            "Grounding DINO": f"{m.grounding.checkpoint} (box {m.grounding.box_threshold}, text "
+                              f"{m.grounding.text_threshold}, kernels {m.grounding.kernels})",
+            "SAM": str(m.sam.checkpoint),
+            "saliency CNN": f"{m.saliency.backbone} stages {list(m.saliency.stages)}",
+            "precision": m.precision,
+        }
+        if b.cross_image_saliency:
+            settings["cross-image saliency"] = (f"{b.cross_image_combine}, {b.cross_image_aggregate}, k "
+                                                f"{b.cross_image_k}, others {b.cross_image_max_others or 'all'} "
+                                                f"({b.cross_image_subset})")
+        summary = {"official": "the authors' code", "paper": "the paper's formulas",
+                   "improved": "ours: the paper's formulas + cross-image saliency"}.get(self.config.preset,
+                                                                                      "a registered preset")
+        return {"name": self.name, "label": self.label, "preset": self.config.preset, "settings": settings,
+                "summary": f"SAA+ (Grounding DINO + SAM + saliency), preset {self.config.preset}: {summary}"}
+
+    def required_files(self) -> list[str]:
+        return required_model_files(self.config)
+
+    def fingerprint(self, category: str, references: Optional[Sequence[str]] = None) -> str:
+        return config_fingerprint(self.config, category, references if self.needs_references else None)
+
+    def reference_features(self, rgb: np.ndarray):
+        return self.pipeline.saliency_features(rgb)
+
+    def bank_settings(self) -> dict[str, Any]:
+        return self.pipeline.cross_image_settings()
+
+    def predict(self, rgb: np.ndarray, category: str, *, bank=None, index: Optional[int] = None) -> Prediction:
+        if bank is not None and not self.needs_references:
+            bank, index = None, None
+        return self.pipeline.predict(rgb, category, others=bank, index=index if bank is not None else None)

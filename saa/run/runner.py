@@ -1,0 +1,302 @@
+"""A whole benchmark run: every category through :func:`saa.run.engine.run_category`, then the
+SPEC §5 metrics (:mod:`saa.evaluation`), the tables, ``metrics.json``, ``config.yaml`` and the
+report. What ``saa run`` and the ``run_*.py`` scripts call (:func:`evaluate_run`).
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+
+from ..config import SaaConfig, config_from_dict, load_config
+from ..datasets import AnomalyDataset, build_dataset
+from ..errors import ConfigError, DatasetError
+from ..evaluation import (METRIC_KEYS, category_metrics, eval_size_of, evaluation_maps, format_table, mean_metrics,
+                          resize_masks, split_dataset_options, vand_experiment_of)
+from ..image_io import atomic_write_text
+from ..methods import Method, get_method
+from ..naming import plain_name
+from ..results import ResultStore
+from .engine import distributed_context, run_category
+
+__all__ = ["CategoryResult", "evaluate_category", "evaluate_run", "make_method", "run_title"]
+
+log = logging.getLogger("saa.evaluator")
+
+
+@dataclass
+class CategoryResult:
+    category: str
+    keys: list[str]
+    labels: list[Optional[int]]
+    raw_scores: np.ndarray
+    image_scores: np.ndarray  # max of the normalised map (nan-free)
+    metrics: dict[str, Optional[float]]
+    counts: dict[str, int]
+    computed: int
+    reused: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    vand_dir: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "counts": self.counts,
+            "computed": self.computed,
+            "reused": self.reused,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            **({"vand_dir": self.vand_dir} if self.vand_dir else {}),
+        }
+
+
+def make_method(config: SaaConfig, pipeline=None) -> Method:
+    """The config's method; ``pipeline``: an :class:`~saa.pipeline.SAAPipeline` whose models a
+    method that takes a ``pipeline`` argument (``saa``) reuses."""
+    cls = get_method(config.method)
+    kwargs = {}
+    if pipeline is not None and "pipeline" in inspect.signature(cls.__init__).parameters:
+        kwargs["pipeline"] = pipeline
+    return cls(config, **kwargs)
+
+
+def run_title(method: Method, kind: str, root: str, eval_size: int) -> str:
+    return f"{method.label} on {kind} ({root}), eval size {eval_size}"
+
+
+def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, out_dir: Union[str, os.PathLike],
+                      eval_size: int = 400, resume: bool = True, progress: bool = True,
+                      vand_root: Optional[Union[str, os.PathLike]] = None,
+                      vand_experiment: Optional[str] = None) -> CategoryResult:
+    """Run (or reuse) every image of ``category`` with ``method``, then normalise and compute its
+    metrics; write ``<category>/scores.csv`` (and the VAND tree under ``vand_root``)."""
+    store = ResultStore(out_dir)
+    t_start = time.perf_counter()
+    run = run_category(method, dataset, category, store, resume=resume, progress=progress)
+    samples = run.samples
+    raw = [r.map for r in run.results]
+    sizes = [r.image_size for r in run.results]
+    raw_scores = [r.image_score for r in run.results]
+
+    t0 = time.perf_counter()
+    norm_maps, scores = evaluation_maps(raw, eval_size)
+    del raw
+    labels = [s.label for s in samples]
+    labelled = all(lab is not None for lab in labels)
+    counts = {
+        "images": len(samples),
+        "normal": sum(lab == 0 for lab in labels),
+        "anomalous": sum(lab == 1 for lab in labels),
+        "unlabelled": sum(lab is None for lab in labels),
+    }
+    if labelled:
+        masks = None
+        if dataset.has_masks:
+            masks = resize_masks([dataset.load_mask(s, hw) for s, hw in zip(samples, sizes)], eval_size)
+        metrics = category_metrics(labels, scores, masks, norm_maps)
+        del masks
+    else:
+        metrics = {k: None for k in METRIC_KEYS}
+    t_metrics = time.perf_counter() - t0
+
+    rows = [("key", "label", "raw_score", "image_score")]
+    rows += [(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", f"{n:.8g}")
+             for s, r, n in zip(samples, raw_scores, scores)]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    atomic_write_text(store.category(category).scores_csv, buf.getvalue())
+
+    vand_dir = None
+    if vand_root is not None:
+        from ..vand import VAND_EXPERIMENT, write_vand_category
+
+        vand_dir = str(write_vand_category(vand_root, category, [s.stem for s in samples], norm_maps,
+                                           scores, vand_experiment or VAND_EXPERIMENT))
+    seconds = dict(run.seconds, total=time.perf_counter() - t_start, metrics=t_metrics)
+    log.info("%s: %d images, %d computed, %d reused (%.1f s)", category, len(samples), run.computed, run.reused,
+             seconds["total"])
+    return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
+                          metrics, counts, run.computed, run.reused, seconds, vand_dir)
+
+
+def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
+    if not overrides:
+        return config
+    data = config.model_dump(mode="json", exclude_none=True)
+    return config_from_dict(data, overrides, source="run configuration")
+
+
+def _select_categories(config: SaaConfig, ds: AnomalyDataset, categories: Optional[Iterable[str]]) -> list[str]:
+    present = ds.categories()
+    if categories is None:
+        missing = [c for c in present if c not in config.categories]
+        if missing:
+            raise ConfigError(
+                f"the dataset at {ds.root} has categories the config does not describe: "
+                f"{', '.join(missing)} (config categories: {', '.join(config.categories)}); "
+                "add them to the config or choose categories with --categories"
+            )
+        chosen = present
+    else:
+        if isinstance(categories, str):
+            categories = [categories]
+        chosen = list(dict.fromkeys(str(c) for c in categories))
+        if not chosen:
+            raise ConfigError("no category selected (the category list is empty)")
+        for c in chosen:
+            config.category(c)  # ConfigError naming the closest category
+        absent = [c for c in chosen if c not in present]
+        if absent:
+            raise DatasetError(
+                f"category(ies) {', '.join(absent)} not found in the {ds.name} dataset at {ds.root} "
+                f"(categories present: {', '.join(present)})"
+            )
+    for c in chosen:
+        plain_name(c, "category")  # becomes a folder of the run: no '..', '/', absolute path
+    return chosen
+
+
+def _all_reduce_sum(values: list[int]) -> list[int]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return [int(v) for v in t.cpu().tolist()]
+
+
+def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str, os.PathLike],
+                 categories: Optional[Iterable[str]] = None, data_root: Optional[Union[str, os.PathLike]] = None,
+                 device: Optional[str] = None, resume: bool = True, progress: bool = True,
+                 pipeline=None, print_table: bool = True, method: Optional[str] = None) -> dict[str, Any]:
+    """Evaluate a config on its dataset; write the run files in ``out_dir`` (see :mod:`saa.evaluator`).
+
+    ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
+    config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs
+    the same). ``categories``: a subset (default: every category present under the root).
+    ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
+    whose models are reused by the ``saa`` method.
+
+    Returns the content of ``metrics.json``.
+    """
+    t_start = time.perf_counter()
+    config_file = None
+    if not isinstance(config, SaaConfig):
+        config_file = str(config)
+        config = load_config(config)
+    overrides = []
+    if data_root is not None:
+        overrides.append(f"dataset.root={json.dumps(os.fspath(data_root))}")
+    if device:
+        overrides.append(f"models.device={device}")
+    if method:
+        overrides.append(f"method={json.dumps(str(method))}")
+    config = _with_overrides(config, overrides)
+    meth = make_method(config, pipeline)  # an unknown method fails here, before anything is written
+    kind, root = config.dataset.kind, config.dataset.root
+    if not kind:
+        raise ConfigError("the config has no dataset.kind (mvtec, visa_public, visa_challenge, ksdd2, mtd, folder)")
+    if not root:
+        raise ConfigError("the config has no dataset.root: set it in the config or pass --data-root DIR")
+    eval_size = eval_size_of(config)
+    ds_options, _ = split_dataset_options(config.dataset.options)
+    ds = build_dataset(kind, root, **ds_options)
+    cats = _select_categories(config, ds, categories)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", config.to_yaml(
+        comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
+                f"method {meth.name}: {meth.label}.\n"
+                f"Reproduce: saa run {out / 'config.yaml'} --out {out}"))
+    vand_root = vand_exp = None
+    if kind == "visa_challenge":
+        vand_root, vand_exp = out / "vand", vand_experiment_of(config)
+
+    rank, world, local = distributed_context()
+    shard_computed: Optional[int] = None
+    if world > 1:
+        # every process computes its share of each category; rank 0 then evaluates (reusing all)
+        import torch.distributed as dist
+
+        shard_method = meth
+        if str(config.models.device).startswith("cuda") and ":" not in str(config.models.device):
+            shard_method = make_method(_with_overrides(config, [f"models.device=cuda:{local}"]))
+        store = ResultStore(out)
+        computed = sum(run_category(shard_method, ds, cat, store, rank=rank, world=world, resume=resume,
+                                    progress=progress, barrier=dist.barrier, collect=False).computed
+                       for cat in cats)
+        log.info("rank %d/%d computed %d images", rank, world, computed)
+        shard_computed = _all_reduce_sum([computed])[0]
+        dist.barrier()
+        if rank != 0:
+            dist.barrier()  # wait for rank 0's evaluation, so every process ends together
+            return {"rank": rank, "world_size": world, "computed": computed}
+        resume = True  # the maps the shards have just computed are this run's
+
+    results: dict[str, CategoryResult] = {}
+    for cat in cats:
+        results[cat] = evaluate_category(meth, ds, cat, out, eval_size=eval_size, resume=resume, progress=progress,
+                                         vand_root=vand_root, vand_experiment=vand_exp)
+
+    desc = meth.describe()
+    labelled = all(r.counts["unlabelled"] == 0 for r in results.values())
+    result: dict[str, Any] = {
+        "dataset": {"kind": kind, "root": str(root), "options": ds_options},
+        "config_file": config_file,
+        "method": meth.name,
+        "method_label": meth.label,
+        "method_summary": desc.get("summary", meth.label),
+        "method_settings": desc.get("settings", {}),
+        "preset": desc.get("preset"),
+        "world_size": world,
+        "device": config.models.device,
+        "out_size": int(config.out_size),
+        "eval_size": eval_size,
+        "unit": "percent",
+        "metric_keys": list(METRIC_KEYS),
+        "labelled": labelled,
+        "categories": {c: r.to_dict() for c, r in results.items()},
+        "mean": mean_metrics({c: r.metrics for c, r in results.items()}),
+        "totals": {
+            "images": sum(r.counts["images"] for r in results.values()),
+            "computed": sum(r.computed for r in results.values()),
+            "reused": sum(r.reused for r in results.values()),
+            **({"computed_by_all_processes": shard_computed} if shard_computed is not None else {}),
+        },
+        "vand": ({"root": str(vand_root), "experiment": vand_exp} if vand_root is not None else None),
+        "timings": {"total_s": round(time.perf_counter() - t_start, 3),
+                    "predict_s": round(sum(r.seconds["predict"] for r in results.values()), 3)},
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "metrics.csv", format_table(result, "csv"))
+    title = run_title(meth, kind, root, eval_size)
+    note = "" if labelled else "\nUnlabelled test set: no metrics (n/a).\n"
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n{desc.get('summary', '')}\n\nValues in percent.\n{note}\n"
+                      + format_table(result, "md"))
+    try:  # the HTML report is a convenience: a failure there never costs the results above
+        from ..report import write_report
+
+        write_report(out)
+    except Exception as e:
+        log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if print_table:
+        print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
+        print(format_table(result, "text"), end="")
+    return result
