@@ -47,6 +47,7 @@ class CategoryResult:
     reused: int
     seconds: dict[str, float] = field(default_factory=dict)
     vand_dir: Optional[str] = None
+    features_computed: Optional[int] = None  # pass-1 features computed (methods with references)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class CategoryResult:
             "counts": self.counts,
             "computed": self.computed,
             "reused": self.reused,
+            **({"features_computed": self.features_computed} if self.features_computed is not None else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             **({"vand_dir": self.vand_dir} if self.vand_dir else {}),
         }
@@ -125,7 +127,8 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
     log.info("%s: %d images, %d computed, %d reused (%.1f s)", category, len(samples), run.computed, run.reused,
              seconds["total"])
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
-                          metrics, counts, run.computed, run.reused, seconds, vand_dir)
+                          metrics, counts, run.computed, run.reused, seconds, vand_dir,
+                          run.features_computed if method.needs_references else None)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
