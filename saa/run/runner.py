@@ -179,21 +179,25 @@ def _all_reduce_sum(values: list[int]) -> list[int]:
     return [int(v) for v in t.cpu().tolist()]
 
 
-def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str, os.PathLike],
-                 categories: Optional[Iterable[str]] = None, data_root: Optional[Union[str, os.PathLike]] = None,
-                 device: Optional[str] = None, resume: bool = True, progress: bool = True,
-                 pipeline=None, print_table: bool = True, method: Optional[str] = None) -> dict[str, Any]:
-    """Evaluate a config on its dataset; write the run files in ``out_dir`` (see :mod:`saa.evaluator`).
+@dataclass
+class _Run:
+    """What :func:`evaluate_run` works with, resolved once."""
 
-    ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
-    config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs
-    the same). ``categories``: a subset (default: every category present under the root).
-    ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
-    whose models are reused by the ``saa`` method.
+    config: SaaConfig
+    config_file: Optional[str]
+    method: Method
+    dataset: AnomalyDataset
+    ds_options: dict
+    categories: list[str]
+    out: Path
+    eval_size: int
+    vand_root: Optional[Path] = None
+    vand_experiment: Optional[str] = None
 
-    Returns the content of ``metrics.json``.
-    """
-    t_start = time.perf_counter()
+
+def _prepare(config, out_dir, categories, data_root, device, method, pipeline) -> _Run:
+    """The run's config (with the command line's overrides), method, dataset and categories; the
+    output folder with ``config.yaml`` (its Reproduce line reruns exactly this run)."""
     config_file = None
     if not isinstance(config, SaaConfig):
         config_file = str(config)
@@ -215,61 +219,54 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
     eval_size = eval_size_of(config)
     ds_options, _ = split_dataset_options(config.dataset.options)
     ds = build_dataset(kind, root, **ds_options)
-    cats = _select_categories(config, ds, categories)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config.to_yaml(
+    run = _Run(config, config_file, meth, ds, ds_options, _select_categories(config, ds, categories), Path(out_dir),
+               eval_size)
+    run.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.out / "config.yaml", config.to_yaml(
         comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
                 f"method {meth.name}: {meth.label}.\n"
-                f"Reproduce: saa run {out / 'config.yaml'} --out {out}"))
-    vand_root = vand_exp = None
+                f"Reproduce: saa run {run.out / 'config.yaml'} --out {run.out}"))
     if kind == "visa_challenge":
-        vand_root, vand_exp = out / "vand", vand_experiment_of(config)
+        run.vand_root, run.vand_experiment = run.out / "vand", vand_experiment_of(config)
+    return run
 
-    rank, world, local = distributed_context()
-    shard_computed: Optional[int] = None
-    if world > 1:
-        # every process computes its share of each category; rank 0 then evaluates (reusing all)
-        import torch.distributed as dist
 
-        shard_method = meth
-        if str(config.models.device).startswith("cuda") and ":" not in str(config.models.device):
-            shard_method = make_method(_with_overrides(config, [f"models.device=cuda:{local}"]))
-        store = ResultStore(out)
-        computed = sum(run_category(shard_method, ds, cat, store, rank=rank, world=world, resume=resume,
-                                    progress=progress, barrier=dist.barrier, collect=False).computed
-                       for cat in cats)
-        log.info("rank %d/%d computed %d images", rank, world, computed)
-        shard_computed = _all_reduce_sum([computed])[0]
-        dist.barrier()
-        if rank != 0:
-            dist.barrier()  # wait for rank 0's evaluation, so every process ends together
-            return {"rank": rank, "world_size": world, "computed": computed}
-        resume = True  # the maps the shards have just computed are this run's
+def _compute_shard(run: _Run, rank: int, world: int, local: int, resume: bool, progress: bool) -> tuple[int, int]:
+    """torchrun: this process's share of every category; (computed here, computed by all)."""
+    import torch.distributed as dist
 
-    results: dict[str, CategoryResult] = {}
-    for cat in cats:
-        results[cat] = evaluate_category(meth, ds, cat, out, eval_size=eval_size, resume=resume, progress=progress,
-                                         vand_root=vand_root, vand_experiment=vand_exp)
+    method = run.method
+    device = str(run.config.models.device)
+    if device.startswith("cuda") and ":" not in device:
+        method = make_method(_with_overrides(run.config, [f"models.device=cuda:{local}"]))
+    store = ResultStore(run.out)
+    computed = sum(run_category(method, run.dataset, cat, store, rank=rank, world=world, resume=resume,
+                                progress=progress, barrier=dist.barrier, collect=False).computed
+                   for cat in run.categories)
+    log.info("rank %d/%d computed %d images", rank, world, computed)
+    return computed, _all_reduce_sum([computed])[0]
 
-    desc = meth.describe()
-    labelled = all(r.counts["unlabelled"] == 0 for r in results.values())
-    result: dict[str, Any] = {
-        "dataset": {"kind": kind, "root": str(root), "options": ds_options},
-        "config_file": config_file,
-        "method": meth.name,
-        "method_label": meth.label,
-        "method_summary": desc.get("summary", meth.label),
+
+def _result_dict(run: _Run, results: dict[str, CategoryResult], world: int, shard_computed: Optional[int],
+                 t_start: float) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
+    desc = run.method.describe()
+    ds = run.config.dataset
+    return {
+        "dataset": {"kind": ds.kind, "root": str(ds.root), "options": run.ds_options},
+        "config_file": run.config_file,
+        "method": run.method.name,
+        "method_label": run.method.label,
+        "method_summary": desc.get("summary", run.method.label),
         "method_settings": desc.get("settings", {}),
         "preset": desc.get("preset"),
         "world_size": world,
-        "device": config.models.device,
-        "out_size": int(config.out_size),
-        "eval_size": eval_size,
+        "device": run.config.models.device,
+        "out_size": int(run.config.out_size),
+        "eval_size": run.eval_size,
         "unit": "percent",
         "metric_keys": list(METRIC_KEYS),
-        "labelled": labelled,
+        "labelled": all(r.counts["unlabelled"] == 0 for r in results.values()),
         "categories": {c: r.to_dict() for c, r in results.items()},
         "mean": mean_metrics({c: r.metrics for c, r in results.items()}),
         "totals": {
@@ -278,16 +275,23 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
             "reused": sum(r.reused for r in results.values()),
             **({"computed_by_all_processes": shard_computed} if shard_computed is not None else {}),
         },
-        "vand": ({"root": str(vand_root), "experiment": vand_exp} if vand_root is not None else None),
+        "vand": ({"root": str(run.vand_root), "experiment": run.vand_experiment}
+                 if run.vand_root is not None else None),
         "timings": {"total_s": round(time.perf_counter() - t_start, 3),
                     "predict_s": round(sum(r.seconds["predict"] for r in results.values()), 3)},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _write_outputs(run: _Run, result: dict[str, Any], print_table: bool) -> None:
+    """``metrics.json`` / ``.csv`` / ``.md``, ``report.html`` and the console table."""
+    out = run.out
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
     atomic_write_text(out / "metrics.csv", format_table(result, "csv"))
-    title = run_title(meth, kind, root, eval_size)
+    title = run_title(run.method, result["dataset"]["kind"], result["dataset"]["root"], run.eval_size)
+    labelled = result["labelled"]
     note = "" if labelled else "\nUnlabelled test set: no metrics (n/a).\n"
-    atomic_write_text(out / "metrics.md", f"# {title}\n\n{desc.get('summary', '')}\n\nValues in percent.\n{note}\n"
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n{result['method_summary']}\n\nValues in percent.\n{note}\n"
                       + format_table(result, "md"))
     try:  # the HTML report is a convenience: a failure there never costs the results above
         from ..report import write_report
@@ -295,11 +299,47 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
         write_report(out)
     except Exception as e:
         log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
+    if print_table:
+        print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
+        print(format_table(result, "text"), end="")
+
+
+def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str, os.PathLike],
+                 categories: Optional[Iterable[str]] = None, data_root: Optional[Union[str, os.PathLike]] = None,
+                 device: Optional[str] = None, resume: bool = True, progress: bool = True,
+                 pipeline=None, print_table: bool = True, method: Optional[str] = None) -> dict[str, Any]:
+    """Evaluate a config on its dataset; write the run files in ``out_dir`` (see :mod:`saa.evaluator`).
+
+    ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
+    config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs
+    the same). ``categories``: a subset (default: every category present under the root).
+    ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
+    whose models are reused by the ``saa`` method.
+
+    Returns the content of ``metrics.json``.
+    """
+    t_start = time.perf_counter()
+    run = _prepare(config, out_dir, categories, data_root, device, method, pipeline)
+    rank, world, local = distributed_context()
+    shard_computed: Optional[int] = None
+    if world > 1:
+        # every process computes its share of each category; rank 0 then evaluates (reusing all)
+        import torch.distributed as dist
+
+        computed, shard_computed = _compute_shard(run, rank, world, local, resume, progress)
+        dist.barrier()
+        if rank != 0:
+            dist.barrier()  # wait for rank 0's evaluation, so every process ends together
+            return {"rank": rank, "world_size": world, "computed": computed}
+        resume = True  # the maps the shards have just computed are this run's
+    results = {cat: evaluate_category(run.method, run.dataset, cat, run.out, eval_size=run.eval_size, resume=resume,
+                                      progress=progress, vand_root=run.vand_root,
+                                      vand_experiment=run.vand_experiment)
+               for cat in run.categories}
+    result = _result_dict(run, results, world, shard_computed, t_start)
+    _write_outputs(run, result, print_table)
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-    if print_table:
-        print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
-        print(format_table(result, "text"), end="")
     return result
