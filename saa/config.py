@@ -152,7 +152,7 @@ def _check_device(value: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 ColorOrder = Literal["bgr", "rgb"]
-#: How a cross-image score map joins the single-image saliency map (saa.cross_bank.combine_saliency).
+#: How a cross-image score map joins the single-image saliency map (saa.saliency.cross.combine).
 CombineRule = Literal["geomean", "cross", "mean", "product", "max"]
 
 
@@ -170,7 +170,7 @@ class ResolvedBehaviour(BaseModel):
     rescore_gamma: NonNegativeFloat
     fusion_delta: NonNegativeFloat
     area_rule: Literal["boxes", "masks"]
-    # Cross-image saliency (our addition, not the authors'; see saa.cross_bank). Off unless a
+    # Cross-image saliency (our addition, not the authors'; see saa.saliency.bank). Off unless a
     # preset or the config turns it on, so presets written before it existed stay valid.
     cross_image_saliency: StrictBool = False
     cross_image_combine: CombineRule = "geomean"
@@ -200,7 +200,7 @@ class BehaviourConfig(BaseModel):
     cross_image_saliency: Optional[StrictBool] = None
     #: ``geomean``: sqrt(single x cross) of the raw maps (both 1 - cos distances); ``cross``: the
     #: cross-image map alone; ``mean`` / ``product`` / ``max`` of the two maps, each divided by its
-    #: own mean first (saa.cross_bank.combine_saliency).
+    #: own mean first (saa.saliency.cross.combine).
     cross_image_combine: Optional[CombineRule] = None
     #: nearest positions (over the other images) averaged by the cross-image score
     cross_image_k: Optional[PositiveInt] = None
@@ -262,7 +262,7 @@ PRESETS["paper"] = dict(
 # OURS, not the authors': the paper's formulas (RGB to every model, nearest-neighbour saliency,
 # the paper's re-scoring and fusion, the area rule on masks) plus cross-image saliency: the
 # single-image saliency map is combined (geometric mean) with each position's distance to its
-# nearest position in the 32 most similar other images of the category (saa.cross_bank). Needs
+# nearest position in the 32 most similar other images of the category (saa.saliency.bank). Needs
 # several images of a category (``saa run``, or ``saa predict`` on several images); on one image
 # it falls back to the paper preset's saliency and says so in the prediction's notes.
 PRESETS["improved"] = dict(

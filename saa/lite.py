@@ -1,7 +1,7 @@
 """Lite mode: zero-shot anomaly maps from CNN features alone (no Grounding DINO, no SAM).
 
 :class:`LitePipeline` scores a whole category at once (:meth:`LitePipeline.predict_category`) with
-cross-image saliency (:mod:`saa.cross_saliency`): each position of an image is scored by how far
+cross-image saliency (:mod:`saa.saliency.cross`): each position of an image is scored by how far
 it is from the nearest features of the OTHER test images of the category. Two passes: the features
 of all images first, then the scores. A single image (:meth:`LitePipeline.predict`, or a category
 of one) falls back to the single-image "nearest" saliency of SPEC section 3.6 (paper variant: mean
@@ -104,21 +104,21 @@ class LitePipeline:
             (default): scaled by ``size / sqrt(H W)`` (same number of pixels as ``size x size``,
             aspect kept; sides rounded to a multiple of the coarsest feature stride); False: squashed
             to ``size x size`` as SPEC 3.6(a). Square images get ``size x size`` either way.
-        pool: local aggregation before the cross-image search (:func:`saa.cross_saliency.pool_features`):
+        pool: local aggregation before the cross-image search (:func:`saa.saliency.cross.pool_features`):
             the unit features averaged over ``pool x pool`` cells, stride ``pool`` (1 = none).
         k: nearest neighbours averaged by the cross-image score.
         aggregate / fraction: how the distances to the other images are combined (see
-            :mod:`saa.cross_saliency`): ``"per_image"`` (default; mean of the ``ceil(fraction R)``
+            :mod:`saa.saliency.cross`): ``"per_image"`` (default; mean of the ``ceil(fraction R)``
             smallest per-image nearest distances) or ``"nearest"`` (k nearest over all others).
         combine: ``"cross"`` (cross-image score only) or ``"mean"`` / ``"product"`` / ``"max"`` with
-            the single-image nearest saliency (see :func:`saa.cross_saliency.combine`).
+            the single-image nearest saliency (see :func:`saa.saliency.cross.combine`).
         foreground: None, or ``"otsu"`` to zero the map outside a rough Otsu object mask.
         max_others / subset: compare each image with at most this many others (None = all), chosen
-            by :func:`saa.cross_saliency.select_others` (``"spread"``: evenly through the set).
+            by :func:`saa.saliency.cross.select_others` (``"spread"``: evenly through the set).
         smooth: Gaussian sigma in pixels of the network input (the resized image), applied to each
             score grid (``smooth / stride`` grid cells; 0 = none).
         single_n: neighbours of the single-image fallback saliency (on the un-pooled features).
-        chunk / block: memory tiling of the cross-image search (see :mod:`saa.cross_saliency`).
+        chunk / block: memory tiling of the cross-image search (see :mod:`saa.saliency.cross`).
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", checkpoint: str | Path = "package:efficientnet_lite0",

@@ -53,7 +53,7 @@ class SAAPipeline:
         self.behaviour: ResolvedBehaviour = config.resolved_behaviour()
         self.device = resolve_device(config.models.device)
         self._detector, self._refiner, self._extractor = detector, refiner, extractor
-        # scoring functions of the saliency prompt (saa.baseline has the straightforward ones)
+        # scoring functions of the saliency prompt (saa.saliency.reference has the straightforward ones)
         self.single_saliency = self_similarity_saliency
         self.multi_saliency = cross_object_saliency
 
@@ -166,7 +166,7 @@ class SAAPipeline:
         return bool(self.behaviour.cross_image_saliency)
 
     def cross_image_settings(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~saa.cross_bank.CrossImageBank` from the behaviour."""
+        """Keyword arguments of :class:`~saa.saliency.bank.CrossImageBank` from the behaviour."""
         b = self.behaviour
         return dict(k=b.cross_image_k, max_others=b.cross_image_max_others or None,
                     subset=b.cross_image_subset, aggregate=b.cross_image_aggregate,
@@ -188,7 +188,7 @@ class SAAPipeline:
                          keys: Optional[list[str]] = None) -> CrossImageBank:
         """Pass 1 over ``images`` (RGB arrays or file paths, read one at a time): a bank whose
         features stay in memory, or, with ``folder``, in files there (memory then stays bounded
-        whatever the number of images; see :mod:`saa.cross_bank`)."""
+        whatever the number of images; see :mod:`saa.saliency.bank`)."""
         images = list(images)
         keys = list(keys) if keys is not None else [str(i) for i in range(len(images))]
         if len(keys) != len(images):

@@ -74,8 +74,7 @@ def run(args) -> int:
         print(f"{meth.label}, config {cfg_path}")
 
     sections = []
-    if method == "saa":
-        meth.pipeline.load_models()
+    meth.load()
     for cat, paths in groups.items():
         rgbs = [read_rgb(p) for p in paths]
         bank = None

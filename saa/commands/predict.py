@@ -68,6 +68,7 @@ def run(args) -> int:
     cfg.category(args.category)  # fail early on an unknown category
     method = make_method(cfg)
     panels = choose_panels(args.panels, method)
+    method.load()  # a missing model file is reported before any image is read
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed: list = []

@@ -71,6 +71,10 @@ class Method:
         ``summary`` (one sentence)."""
         return {"name": self.name, "label": self.label, "preset": None, "settings": {}, "summary": self.label}
 
+    def load(self) -> "Method":
+        """Load the models now (otherwise they load when first needed); returns self."""
+        return self
+
     def required_files(self) -> list[str]:
         """Model files the method needs that do not exist (empty: it can run)."""
         return []

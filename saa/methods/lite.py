@@ -50,6 +50,10 @@ class LiteMethod(Method):
             self._lite = LitePipeline(device=resolve_device(str(self.config.models.device)), **self._settings)
         return self._lite
 
+    def load(self) -> "LiteMethod":
+        _ = self.lite
+        return self
+
     @property
     def label(self) -> str:
         return "lite (ours: cross-image EfficientNet-Lite0 saliency, no Grounding DINO / SAM)"

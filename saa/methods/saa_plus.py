@@ -101,6 +101,10 @@ class SaaMethod(Method):
         return {"name": self.name, "label": self.label, "preset": self.config.preset, "settings": settings,
                 "summary": f"SAA+ (Grounding DINO + SAM + saliency), preset {self.config.preset}: {summary}"}
 
+    def load(self) -> "SaaMethod":
+        self.pipeline.load_models()
+        return self
+
     def required_files(self) -> list[str]:
         return required_model_files(self.config)
 
