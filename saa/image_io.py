@@ -217,7 +217,7 @@ def _warn_orientation(path: Path, orientation: int) -> None:
 _COLOR, _MASK = "color", "mask"
 
 
-def _decode(path: Path, kind: str) -> np.ndarray:
+def _decode(path: Path, kind: str, warn_orientation: bool = True) -> np.ndarray:
     _check_file(path)
     try:
         data = path.read_bytes()
@@ -226,7 +226,8 @@ def _decode(path: Path, kind: str) -> np.ndarray:
     header = _header_from(io.BytesIO(data))
     if header is not None:
         check_pixels(path, header.width, header.height)
-        _warn_orientation(path, header.orientation)
+        if warn_orientation:
+            _warn_orientation(path, header.orientation)
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         problem = _png_problem(data)
         if problem:
@@ -235,16 +236,28 @@ def _decode(path: Path, kind: str) -> np.ndarray:
     reason = ""
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error as e:  # e.g. OpenCV's own pixel limit for a file PIL could not size
-        img, reason = None, str(e).strip().splitlines()[-1][:200]
-    if img is None and header is not None:
+    except cv2.error as e:  # OpenCV's own size limit (2^30 pixels), or a decoder failure
+        img = None
+        if "MAX_IMAGE_PIXELS" in str(e):
+            reason = ("OpenCV decodes at most 2^30 pixels; set the environment variable "
+                      "OPENCV_IO_MAX_IMAGE_PIXELS to read larger images")
+        else:
+            reason = "the decoder failed"
+    if img is None and header is not None and not reason:
         img = _decode_with_pil(data, kind)
     if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: not a readable image (truncated, corrupt or unsupported format"
-                             + (f"; {reason}" if reason else "") + ")")
+        if reason:
+            raise ImageReadError(f"{path}: not decoded ({reason})")
+        raise ImageReadError(f"{path}: not a readable image (truncated, corrupt or unsupported format)")
     if header is None:  # sized only now: OpenCV read a format PIL does not know
         check_pixels(path, img.shape[1], img.shape[0])
     return img
+
+
+def _decode_quiet(path: str | os.PathLike, kind: str = _COLOR) -> np.ndarray:
+    """As :func:`read_bgr` (kind ``color``) or the raw mask array (``mask``), without the orientation
+    log line (for callers that report it themselves, e.g. ``saa prepare check``)."""
+    return _decode(Path(path), kind, warn_orientation=False)
 
 
 def _decode_with_pil(data: bytes, kind: str):
@@ -354,11 +367,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # write() errors (e.g. a full disk) name no file
         raise
 
 
