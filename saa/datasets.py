@@ -975,7 +975,7 @@ def validate_dataset(
     elif check_sizes:
         lines.append("decoded: every image with a mask, and its mask (--decode: every image)")
     else:
-        lines.append("note: no file was decoded; add --decode to decode every image and mask "
+        lines.append("note: the images were not decoded; add --decode to decode every image and mask "
                      "(corrupt files, sizes, empty masks) before a long run")
     for kind_, items in warnings.items():
         lines += [f"warning: {w}" for w in items[:MAX_WARNING_LINES]]

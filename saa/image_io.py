@@ -335,6 +335,25 @@ def as_rgb_uint8(image: np.ndarray, source: str = "image") -> np.ndarray:
 _NAME_MAX = 255
 
 
+def safe_file_name(name: str, reserve: int = 0, limit: int = _NAME_MAX) -> str:
+    """``name`` unchanged when ``name`` plus ``reserve`` more bytes (a suffix such as ``_overlay.png``)
+    fits the file-name limit of ``limit`` bytes (UTF-8); otherwise a prefix of it, ``~`` and 16 hex
+    digits of its SHA-256, so that every long name gets its own short stored name (distinct long names
+    give distinct stored names barring a hash collision) and the same name always the same one."""
+    import hashlib
+
+    if len(name.encode("utf-8", "surrogateescape")) + reserve <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    room = limit - reserve - len(digest) - 1
+    if room < 1:
+        raise ValueError(f"no room for a file name: limit {limit}, reserve {reserve}")
+    prefix = name
+    while len(prefix.encode("utf-8", "surrogateescape")) > room:
+        prefix = prefix[:-1]
+    return f"{prefix}~{digest}"
+
+
 def _temp_name(name: str) -> str:
     """A hidden temporary name beside ``name`` that fits the file-name limit even when ``name``
     nearly fills it (the final name may be up to 255 bytes; the temporary one never longer)."""

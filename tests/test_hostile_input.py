@@ -513,6 +513,20 @@ def test_long_file_names_fit_the_temporary_name(tmp_path):
     assert (tmp_path / uni).read_text() == "{}"
 
 
+def test_safe_file_name_is_short_stable_and_distinct(tmp_path):
+    from saa.image_io import safe_file_name
+
+    assert safe_file_name("000") == "000" and safe_file_name("a" * 240, reserve=15) == "a" * 240
+    long_a, long_b = "x" * 300 + "_a", "x" * 300 + "_b"  # same first 300 characters
+    sa, sb = safe_file_name(long_a, reserve=20), safe_file_name(long_b, reserve=20)
+    assert sa != sb and sa == safe_file_name(long_a, reserve=20)
+    assert len(sa.encode()) + 20 <= 255 and sa.startswith("x" * 100)
+    uni = safe_file_name("é" * 200, reserve=4)
+    assert len(uni.encode()) + 4 <= 255
+    atomic_write_bytes(tmp_path / (sa + "_saliency.npy"), b"x")  # a real file system takes it
+    assert (tmp_path / (sa + "_saliency.npy")).read_bytes() == b"x"
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. output files follow the umask
 
