@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -189,15 +190,19 @@ def read_header(path: str | os.PathLike, check_limit: bool = True) -> ImageHeade
 
 
 def _png_problem(data: bytes) -> Optional[str]:
-    """Why a PNG's chunk structure is cut short (so libpng never prints its own error), or None."""
+    """Why a PNG's chunk structure is cut short or a critical chunk is damaged (CRC), so that libpng
+    never prints its own error; None when the structure is sound."""
     pos, n = 8, len(data)
+    view = memoryview(data)
     while pos + 8 <= n:
         length = int.from_bytes(data[pos:pos + 4], "big")
         kind = data[pos + 4:pos + 8]
         end = pos + 12 + length
+        name = kind.decode("latin-1") if kind.isalpha() else "?"
         if end > n:
-            name = kind.decode("latin-1") if kind.isalpha() else "?"
             return f"truncated PNG: chunk {name} at byte {pos} ends at byte {end}, the file has {n} bytes"
+        if kind[:1].isupper() and zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"corrupt PNG: chunk {name} at byte {pos} fails its checksum (CRC)"
         if kind == b"IEND":
             return None
         pos = end

@@ -148,6 +148,14 @@ def test_truncated_png_is_named_without_a_libpng_message(tmp_path, capfd):
         with pytest.raises(ImageReadError, match="cut.png.*truncated"):
             reader(p)
     assert "libpng" not in capfd.readouterr().err
+    rng = np.random.default_rng(2)
+    write_png(tmp_path / "flip.png", rng.integers(0, 255, size=(64, 96, 3), dtype=np.uint8))
+    data = bytearray((tmp_path / "flip.png").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one damaged byte inside the pixel data
+    (tmp_path / "flip.png").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="flip.png.*corrupt PNG.*IDAT"):
+        read_rgb(tmp_path / "flip.png")
+    assert "libpng" not in capfd.readouterr().err
 
 
 def test_ui_upload_check_uses_the_shared_limit(tmp_path):
