@@ -128,6 +128,8 @@ MAX_EVAL_SIZE = 2048
 MAX_SINGLE_OBJECT_SIZE = 1024
 #: ``behaviour.multi_object_size``: the CNN input side of the multi-object saliency.
 MAX_MULTI_OBJECT_SIZE = 2048
+#: ``behaviour.cross_image_k``: the cross-image search keeps k similarities per feature position.
+MAX_CROSS_IMAGE_K = 1024
 #: Longest category / dataset ``category`` / ``vand_experiment`` name (they become folder names).
 MAX_NAME_LENGTH = 128
 
@@ -159,6 +161,11 @@ def _multi_size_need(v: int) -> str:
             f"{_gb(4.0 * 1792 * p)} for the wide_resnet50_2 features alone")
 
 
+def _cross_k_need(v: int) -> str:
+    return (f"the cross-image search keeps k similarities for each of the (single_object_size/4)² "
+            f"positions: {v} needs {_gb(4.0 * v * 4096)} at single_object_size 256")
+
+
 def _at_most(hi: int, need):
     def check(value):
         if value > hi:
@@ -173,6 +180,7 @@ SingleObjectSize = Annotated[int, BeforeValidator(_reject_bool), _at_least(32),
                              _at_most(MAX_SINGLE_OBJECT_SIZE, _single_size_need)]
 MultiObjectSize = Annotated[int, BeforeValidator(_reject_bool), _at_least(32),
                             _at_most(MAX_MULTI_OBJECT_SIZE, _multi_size_need)]
+CrossImageK = Annotated[int, BeforeValidator(_reject_bool), _at_least(1), _at_most(MAX_CROSS_IMAGE_K, _cross_k_need)]
 NonNegativeFloat = Annotated[float, BeforeValidator(_reject_bool), _at_least(0)]
 UnitFloat = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1)]
 AreaRatio = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1, lo_open=True)]
@@ -286,7 +294,7 @@ class ResolvedBehaviour(BaseModel):
     # preset or the config turns it on, so presets written before it existed stay valid.
     cross_image_saliency: StrictBool = False
     cross_image_combine: CombineRule = "geomean"
-    cross_image_k: PositiveInt = 1
+    cross_image_k: CrossImageK = 1
     cross_image_max_others: NonNegativeInt = 0
     cross_image_subset: Literal["similar", "spread"] = "similar"
 
@@ -313,7 +321,7 @@ class BehaviourConfig(BaseModel):
     #: own mean first (saa.cross_bank.combine_saliency).
     cross_image_combine: Optional[CombineRule] = None
     #: nearest positions (over the other images) averaged by the cross-image score
-    cross_image_k: Optional[PositiveInt] = None
+    cross_image_k: Optional[CrossImageK] = None
     #: compare each image with at most this many others (0 = all of them)
     cross_image_max_others: Optional[NonNegativeInt] = None
     #: which others when capped: ``similar`` (closest global descriptors) or ``spread`` (evenly spaced)

@@ -200,6 +200,7 @@ def test_predict_skips_a_bomb_and_processes_the_others(tmp_path):
     ("dataset.options.eval_size", 100000, MAX_EVAL_SIZE),
     ("behaviour.single_object_size", 100000, 1024),
     ("behaviour.multi_object_size", 100000, 2048),
+    ("behaviour.cross_image_k", 10**9, 1024),
 ])
 def test_allocation_sizes_have_upper_bounds(key, value, limit):
     with pytest.raises(ConfigError) as e:
