@@ -43,9 +43,9 @@ def _pixels_arg(text: str) -> int:
     from .image_io import parse_max_pixels
 
     try:
-        return parse_max_pixels(text, "--max-pixels")
+        return parse_max_pixels(text, "")
     except SaaError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise argparse.ArgumentTypeError(str(e).lstrip(": ")) from None
 
 
 _WRITE_HINT = "choose an output folder you can write to (--out DIR) or change its permissions"
