@@ -39,7 +39,9 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
+    with_config,
 )
+from typing_extensions import TypedDict
 
 from .errors import ConfigError
 
@@ -114,9 +116,127 @@ NonEmptyStr = Annotated[str, AfterValidator(_not_blank)]
 PositiveInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(1)]
 NonNegativeInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(0)]
 SizeInt = Annotated[int, BeforeValidator(_reject_bool), _at_least(32)]
+
+# Upper bounds of the sizes that size an allocation (docs/limits.md). Each error says what the
+# refused value would need.
+#: ``out_size``: every image's map is out_size² float32 (kept for all images of a category).
+MAX_OUT_SIZE = 4096
+#: ``dataset.options.eval_size``: maps and masks of a whole category at eval_size² for the metrics.
+MAX_EVAL_SIZE = 2048
+#: ``behaviour.single_object_size``: the CNN input side; the saliency compares every position of the
+#: (size/4)² feature grid with every other one.
+MAX_SINGLE_OBJECT_SIZE = 1024
+#: ``behaviour.multi_object_size``: the CNN input side of the multi-object saliency.
+MAX_MULTI_OBJECT_SIZE = 2048
+#: ``behaviour.cross_image_k``: the cross-image search keeps k similarities per feature position.
+MAX_CROSS_IMAGE_K = 1024
+#: Longest category / dataset ``category`` / ``vand_experiment`` name (they become folder names).
+MAX_NAME_LENGTH = 128
+
+
+def _gb(n_bytes: float) -> str:
+    if n_bytes >= 1e12:
+        return f"{n_bytes / 1e12:,.0f} TB"
+    return f"{n_bytes / 1e9:.3g} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.3g} MB"
+
+
+def _out_size_need(v: int) -> str:
+    return f"a map is out_size² float32 per image: {v} needs {_gb(4.0 * v * v)} for each image's map"
+
+
+def _eval_size_need(v: int) -> str:
+    return (f"every map and mask of a category is held at eval_size² for the metrics, at least "
+            f"5 bytes a pixel: {v} needs {_gb(5.0 * v * v)} per image")
+
+
+def _single_size_need(v: int) -> str:
+    p = (v // 4) ** 2
+    return (f"the single-object saliency compares all (size/4)² = {p} feature positions with each "
+            f"other: {v} needs {_gb(2 * 4.0 * min(p, 4096) * p)} for one 4096-row block of distances")
+
+
+def _multi_size_need(v: int) -> str:
+    p = (v // 4) ** 2
+    return (f"the CNN runs on a size x size image and keeps a (size/4)² feature grid: {v} needs "
+            f"{_gb(4.0 * 1792 * p)} for the wide_resnet50_2 features alone")
+
+
+def _cross_k_need(v: int) -> str:
+    return (f"the cross-image search keeps k similarities for each of the (single_object_size/4)² "
+            f"positions: {v} needs {_gb(4.0 * v * 4096)} at single_object_size 256")
+
+
+def _at_most(hi: int, need):
+    def check(value):
+        if value > hi:
+            raise ValueError(f"must be at most {hi} ({need(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+OutSize = Annotated[int, BeforeValidator(_reject_bool), _at_least(1), _at_most(MAX_OUT_SIZE, _out_size_need)]
+SingleObjectSize = Annotated[int, BeforeValidator(_reject_bool), _at_least(32),
+                             _at_most(MAX_SINGLE_OBJECT_SIZE, _single_size_need)]
+MultiObjectSize = Annotated[int, BeforeValidator(_reject_bool), _at_least(32),
+                            _at_most(MAX_MULTI_OBJECT_SIZE, _multi_size_need)]
+CrossImageK = Annotated[int, BeforeValidator(_reject_bool), _at_least(1), _at_most(MAX_CROSS_IMAGE_K, _cross_k_need)]
 NonNegativeFloat = Annotated[float, BeforeValidator(_reject_bool), _at_least(0)]
 UnitFloat = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1)]
 AreaRatio = Annotated[float, BeforeValidator(_reject_bool), _between(0, 1, lo_open=True)]
+
+
+def _check_plain_name(value: str) -> str:
+    """A name that becomes one folder name: no path separators, no '..', no control characters."""
+    if not value.strip():
+        raise ValueError("must be a non-empty name")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be a plain name of at most {MAX_NAME_LENGTH} characters, "
+                         f"got {len(value)} characters")
+    if value in (".", "..") or any(c in "/\\:" or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be a plain name (it becomes a folder name: no '/', '\\', ':', '..', "
+                         "NUL or control characters)")
+    return value
+
+
+#: A name used as one folder name (categories, ``dataset.options.category``, ``vand_experiment``).
+PlainName = Annotated[str, AfterValidator(_check_plain_name)]
+
+
+def _check_path_text(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must be a non-empty path")
+    return value
+
+
+PathText = Annotated[Union[str, Path], AfterValidator(_check_path_text)]
+
+
+def _check_suffix(value: str) -> str:
+    if any(c in "/\\" or ord(c) < 32 for c in value):
+        raise ValueError("must be a file-name suffix such as '_mask' (no '/', '\\' or control characters)")
+    return value
+
+
+def _check_eval_size(value: Any) -> Any:
+    """``dataset.options.eval_size``: what saa.evaluator.eval_size_of accepts, at most MAX_EVAL_SIZE.
+    The value is kept as written (the evaluator reads it again)."""
+    if value is None:
+        return value
+    bad = ValueError("must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise bad
+    try:
+        size = int(value)
+        if size != float(value) or size < 1:
+            raise bad
+    except (ValueError, OverflowError):
+        raise bad from None
+    if size > MAX_EVAL_SIZE:
+        raise ValueError(f"must be at most {MAX_EVAL_SIZE} ({_eval_size_need(size)})")
+    return value
 
 
 def _check_prompt_pair(value: Any) -> Any:
@@ -165,8 +285,8 @@ class ResolvedBehaviour(BaseModel):
     saliency_color_order: ColorOrder
     saliency_neighbors: Literal["farthest", "nearest"]
     saliency_n: PositiveInt
-    single_object_size: SizeInt
-    multi_object_size: SizeInt
+    single_object_size: SingleObjectSize
+    multi_object_size: MultiObjectSize
     rescore_gamma: NonNegativeFloat
     fusion_delta: NonNegativeFloat
     area_rule: Literal["boxes", "masks"]
@@ -174,7 +294,7 @@ class ResolvedBehaviour(BaseModel):
     # preset or the config turns it on, so presets written before it existed stay valid.
     cross_image_saliency: StrictBool = False
     cross_image_combine: CombineRule = "geomean"
-    cross_image_k: PositiveInt = 1
+    cross_image_k: CrossImageK = 1
     cross_image_max_others: NonNegativeInt = 0
     cross_image_subset: Literal["similar", "spread"] = "similar"
     cross_image_aggregate: Literal["nearest", "per_image"] = "nearest"
@@ -190,8 +310,8 @@ class BehaviourConfig(BaseModel):
     saliency_color_order: Optional[ColorOrder] = None
     saliency_neighbors: Optional[Literal["farthest", "nearest"]] = None
     saliency_n: Optional[PositiveInt] = None
-    single_object_size: Optional[SizeInt] = None
-    multi_object_size: Optional[SizeInt] = None
+    single_object_size: Optional[SingleObjectSize] = None
+    multi_object_size: Optional[MultiObjectSize] = None
     rescore_gamma: Optional[NonNegativeFloat] = None
     fusion_delta: Optional[NonNegativeFloat] = None
     area_rule: Optional[Literal["boxes", "masks"]] = None
@@ -203,7 +323,7 @@ class BehaviourConfig(BaseModel):
     #: own mean first (saa.saliency.cross.combine).
     cross_image_combine: Optional[CombineRule] = None
     #: nearest positions (over the other images) averaged by the cross-image score
-    cross_image_k: Optional[PositiveInt] = None
+    cross_image_k: Optional[CrossImageK] = None
     #: compare each image with at most this many others (0 = all of them)
     cross_image_max_others: Optional[NonNegativeInt] = None
     #: which others when capped: ``similar`` (closest global descriptors) or ``spread`` (evenly spaced)
@@ -428,12 +548,34 @@ class CategoryConfig(BaseModel):
         return 1.0 / self.n_objects
 
 
+@with_config(ConfigDict(extra="allow"))
+class DatasetOptions(TypedDict, total=False):
+    """Types of the known ``dataset.options`` (validated as a plain dict: only the keys given are
+    kept; which keys a dataset kind accepts is checked when the dataset is built)."""
+
+    eval_size: Annotated[Any, AfterValidator(_check_eval_size)]  # evaluator; kept as written
+    vand_experiment: PlainName  # evaluator: submission folder name
+    category: Optional[PlainName]  # folder
+    split: str  # ksdd2
+    label_from: str  # mtd
+    normal_dir: Optional[PathText]  # folder
+    mask_dir: Optional[PathText]
+    defect_dirs: Optional[Union[PathText, list[PathText]]]
+    mask_suffix: Optional[Annotated[str, AfterValidator(_check_suffix)]]
+    extensions: Optional[Union[str, list[str]]]
+
+
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Optional[str] = None
-    root: Optional[str] = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    kind: Optional[NonEmptyStr] = None
+    root: Optional[PathText] = None
+    options: DatasetOptions = Field(default_factory=dict)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _empty_options(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 _GENERAL_PROMPTS: list[tuple[str, str]] = [
@@ -452,11 +594,11 @@ class SaaConfig(BaseModel):
     #: or a registered plug-in; checked against the registry when a run builds it
     method: str = "saa"
     preset: str = "official"
-    out_size: PositiveInt = 400
+    out_size: OutSize = 400
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     general_prompts: list[PromptPair] = Field(default_factory=lambda: list(_GENERAL_PROMPTS))
-    categories: dict[NonEmptyStr, CategoryConfig]
+    categories: dict[PlainName, CategoryConfig]
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
 
     @field_validator("models", "behaviour", "dataset", mode="before")
@@ -606,6 +748,79 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
+#: Largest config file read (a config is a short text file; /dev/zero must not be read forever).
+MAX_CONFIG_BYTES = 1 << 20
+#: Most values (mapping keys, values, list items) a YAML document may expand to, aliases counted
+#: as many times as they are used (a "billion laughs" alias bomb of < 1 KB is refused at once).
+MAX_YAML_NODES = 100_000
+
+
+def _yaml_children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_yaml_size(root: yaml.Node, limit: int = MAX_YAML_NODES) -> int:
+    """Number of nodes ``root`` expands to with every alias copied out (memoised over the node
+    graph, so linear in the document's size); raises ValueError for a recursive alias."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            size[key] = min(limit + 1, 1 + sum(size[id(c)] for c in _yaml_children(node)))
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ValueError("a recursive alias (an anchor used inside itself)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node) if id(c) not in size)
+    return size[id(root)]
+
+
+def _bounded_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` (duplicate keys refused) with the alias expansion bounded by
+    :data:`MAX_YAML_NODES`; YAML errors and bombs raise ConfigError, never with the value in it."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            try:
+                n = _expanded_yaml_size(node)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: refused: the YAML has {exc}") from None
+            if n > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{source}: refused: the YAML expands to more than {MAX_YAML_NODES} values once its "
+                    "aliases (*name) are copied out (an alias bomb?); a config needs a few hundred")
+            return loader.construct_document(node)
+        except RecursionError:
+            raise ConfigError(f"{source}: refused: the YAML is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _read_config_text(path: Path) -> str:
+    """The config file's text, reading at most MAX_CONFIG_BYTES + 1 bytes."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MB (or not a regular file); "
+            "a config is a short YAML text file (see configs/*.yaml)")
+    return data.decode("utf-8")
+
+
 def _yaml_error_message(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -625,7 +840,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
     """Read a YAML config, apply ``--set`` overrides (``a.b.c=value``) and validate."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_config_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except IsADirectoryError:
@@ -633,7 +848,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = _bounded_yaml(text, str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML syntax error at {_yaml_error_message(exc)}") from None
     if data is None:
@@ -686,8 +901,10 @@ def _split_override(item: str) -> tuple[list[str], str]:
 def _parse_override_value(item: str, raw: str) -> Any:
     if not raw.strip():
         return ""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"override {item[:60]!r}...: the value is longer than {MAX_CONFIG_BYTES // 2**20} MB")
     try:
-        value = yaml.safe_load(raw)
+        value = _bounded_yaml(raw, f"override {_short_repr(item, 80)}")
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"override {item!r}: the value is not valid YAML ({_yaml_error_message(exc)})"
@@ -785,6 +1002,8 @@ def _keys_at(root: type[BaseModel], loc: Sequence[Any]) -> Optional[list[str]]:
 
 
 def _loc_to_path(loc: Sequence[Any]) -> str:
+    if len(loc) >= 2 and loc[-1] == "[key]":  # a mapping key itself is invalid
+        return f"{_loc_to_path(loc[:-2])} key {_short_repr(loc[-2], 60)}"
     out = ""
     for part in loc:
         if isinstance(part, int):

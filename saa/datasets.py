@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import csv
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ import cv2
 import numpy as np
 
 from .errors import DatasetError, ImageReadError
-from .image_io import IMAGE_EXTENSIONS, atomic_write_bytes, read_mask
+from .image_io import IMAGE_EXTENSIONS, _decode_quiet, atomic_write_bytes, read_header, read_mask
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Sample",
@@ -300,6 +303,8 @@ class AnomalyDataset(abc.ABC):
                 f"mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size {w}x{h}: "
                 f"mask {sample.mask_path}, image {sample.image_path}"
             )
+        if sample.label == 1 and not mask.any():
+            log.warning("%s", empty_mask_warning(sample))
         return mask
 
     def __repr__(self) -> str:
@@ -861,19 +866,54 @@ def prepare_visa(
     return counts
 
 
+def empty_mask_warning(sample: Sample) -> str:
+    return (f"anomalous image {sample.image_path} has an empty mask (no non-zero pixel): "
+            f"{sample.mask_path}; all its pixels count as normal in the pixel metrics")
+
+
 # ----------------------------------------------------------------------------------------------
 # Checking a dataset
 
+#: At most this many warning lines of one kind in a check report (then a count of the others).
+MAX_WARNING_LINES = 20
 
-def _image_size(path: Path) -> Optional[tuple[int, int]]:
-    """(H, W) from the file header, without decoding the pixels."""
+
+def _check_pair(s: Sample, decode_image: bool, problems: list[str], warnings: dict[str, list[str]]) -> None:
+    """Headers (pixel limit, EXIF orientation), then the decoded image and mask of one sample."""
+    files = [("image", s.image_path)] + ([("mask", s.mask_path)] if s.mask_path is not None else [])
+    headers = {}
+    for what, path in files:
+        try:
+            h = read_header(path)
+        except ImageReadError as e:
+            problems.append(f"unreadable {what}: {e}")
+            return
+        headers[what] = h
+        if h.orientation not in (0, 1):
+            warnings["orientation"].append(
+                f"{path}: EXIF orientation {h.orientation} is ignored (saa reads images and masks as their "
+                f"pixels are stored; a viewer shows this file turned: check that its "
+                f"{'mask' if what == 'image' else 'image'} was drawn on the stored pixels)")
+    size = (headers["image"].height, headers["image"].width)
+    if decode_image:
+        try:
+            img = _decode_quiet(s.image_path, "color")
+            size = img.shape[:2]
+        except ImageReadError as e:
+            problems.append(f"unreadable image: {e}")
+            return
+    if s.mask_path is None:
+        return
     try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except Exception:
-        return None
+        mask = read_mask(s.mask_path)
+    except ImageReadError as e:
+        problems.append(f"unreadable mask: {e}")
+        return
+    if mask.shape != tuple(size):
+        problems.append(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {size[1]}x{size[0]}: "
+                        f"mask {s.mask_path}, image {s.image_path}")
+    elif s.label == 1 and not mask.any():
+        warnings["empty mask"].append(empty_mask_warning(s))
 
 
 def validate_dataset(
@@ -881,12 +921,16 @@ def validate_dataset(
     root: str | os.PathLike,
     categories: Optional[Iterable[str]] = None,
     check_sizes: bool = False,
+    decode: bool = False,
     **options: Any,
 ) -> list[str]:
-    """Human-readable report lines on a dataset (for ``saa prepare --check``).
+    """Human-readable report lines on a dataset (for ``saa prepare check``).
 
     Lists each category with its normal / anomalous / unlabelled image counts and mask count.
-    With ``check_sizes`` every mask's size is compared with its image's (file headers only).
+    With ``check_sizes`` every image that has a mask and its mask are decoded (as a run reads them)
+    and their sizes compared; with ``decode`` every image is decoded too. Either way the headers are
+    checked against the pixel limit, and ``warning:`` lines name anomalous images whose mask is empty
+    and files with an EXIF orientation tag (ignored for images and masks alike).
     Raises DatasetError with every problem found (and the report so far) when something is wrong.
     """
     ds = build_dataset(kind, root, **options)
@@ -899,6 +943,7 @@ def validate_dataset(
             lines.append(f"note: {len(absent)} of the {len(ds.known_categories)} standard categories "
                          f"are absent: {', '.join(absent)}")
     problems: list[str] = []
+    warnings: dict[str, list[str]] = {"empty mask": [], "orientation": []}
     totals = [0, 0, 0, 0, 0]
     for cat in cats:
         try:
@@ -918,18 +963,24 @@ def validate_dataset(
         lines.append(line)
         for i, v in enumerate((len(samples), normal, bad, unknown, masks)):
             totals[i] += v
-        if check_sizes:
+        if check_sizes or decode:
             for s in samples:
-                if s.mask_path is None:
+                if s.mask_path is None and not decode:
                     continue
-                a, b = _image_size(s.image_path), _image_size(s.mask_path)
-                if a is None or b is None:
-                    problems.append(f"unreadable file: {s.image_path if a is None else s.mask_path}")
-                elif a != b:
-                    problems.append(f"mask size {b[1]}x{b[0]} differs from image size {a[1]}x{a[0]}: "
-                                    f"mask {s.mask_path}, image {s.image_path}")
+                _check_pair(s, True, problems, warnings)
     lines.append(f"total: {totals[0]} images ({totals[1]} normal, {totals[2]} anomalous"
                  + (f", {totals[3]} unlabelled" if totals[3] else "") + f"), {totals[4]} masks")
+    if decode:
+        lines.append("decoded: every image and mask")
+    elif check_sizes:
+        lines.append("decoded: every image with a mask, and its mask (--decode: every image)")
+    else:
+        lines.append("note: the images were not decoded; add --decode to decode every image and mask "
+                     "(corrupt files, sizes, empty masks) before a long run")
+    for kind_, items in warnings.items():
+        lines += [f"warning: {w}" for w in items[:MAX_WARNING_LINES]]
+        if len(items) > MAX_WARNING_LINES:
+            lines.append(f"warning: ... and {len(items) - MAX_WARNING_LINES} more ({kind_})")
     if problems:
         report = "\n".join(lines)
         raise DatasetError(

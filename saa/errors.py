@@ -22,6 +22,10 @@ class ImageReadError(SaaError):
     """An image or mask file cannot be read."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image file declares more pixels than the configured limit (checked from its header)."""
+
+
 class DatasetError(SaaError):
     """A dataset folder does not have the expected layout."""
 

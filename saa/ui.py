@@ -21,7 +21,7 @@ import numpy as np
 log = logging.getLogger("saa.ui")
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
-MAX_PIXELS = 100_000_000
+MAX_PIXELS = None  # None: the limit of every image read, saa.image_io.max_pixels() (default 100 Mpx)
 CUSTOM = "(custom: describe below)"
 CUSTOM_KEY = "custom_part"
 
@@ -31,21 +31,23 @@ class InputRejected(ValueError):
 
 
 def check_upload(path: str | os.PathLike) -> None:
-    """Raise :class:`InputRejected` for a non-image file, a file > 50 MB or an image > 100 Mpx."""
-    from PIL import Image, UnidentifiedImageError
+    """Raise :class:`InputRejected` for a non-image file, a file > 50 MB or an image over the pixel
+    limit of every image read (:func:`saa.image_io.max_pixels`, default 100 Mpx; sized from the header)."""
+    from .errors import ImageReadError
+    from .image_io import _limit_text, max_pixels, read_header
 
     p = Path(path)
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
         raise InputRejected(f"{p.name}: {size / 2**20:.1f} MB is over the 50 MB limit")
-    Image.MAX_IMAGE_PIXELS = None  # the check below gives the clear message
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError):
+        header = read_header(p, check_limit=False)
+    except ImageReadError:
         raise InputRejected(f"{p.name} is not an image file (PNG, JPEG, BMP, TIFF or WebP)") from None
-    if w * h > MAX_PIXELS:
-        raise InputRejected(f"{p.name}: {w}x{h} = {w * h / 1e6:.0f} Mpx is over the 100 Mpx limit")
+    w, h = header.width, header.height
+    limit = max_pixels() if MAX_PIXELS is None else int(MAX_PIXELS)
+    if limit and w * h > limit:
+        raise InputRejected(f"{p.name}: {w}x{h} = {w * h / 1e6:.0f} Mpx is over the {_limit_text(limit)} limit")
 
 
 def config_choices() -> list[str]:

@@ -27,7 +27,12 @@ def register(sub) -> None:
     pc.add_argument("kind", metavar="KIND", help="mvtec, visa_public, visa_challenge, ksdd2, mtd or folder")
     pc.add_argument("root", metavar="ROOT", help="dataset root folder")
     pc.add_argument("--categories", nargs="+", metavar="CAT", default=None, help="only these categories")
-    pc.add_argument("--check-sizes", action="store_true", help="also compare every mask's size with its image's")
+    pc.add_argument("--check-sizes", action="store_true",
+                    help="decode every image that has a mask and its mask, as a run reads them, and compare "
+                         "their sizes (also: empty masks of anomalous images, EXIF orientation tags)")
+    pc.add_argument("--decode", action="store_true",
+                    help="decode every image and mask (finds corrupt or truncated files before a long run); "
+                         "implies --check-sizes")
     pc.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                     help="dataset option, e.g. --option split=train for ksdd2 (repeatable; value read as YAML)")
     pc.set_defaults(func=run_check)
@@ -48,6 +53,8 @@ def run_visa(args) -> int:
 def _parse_options(items) -> dict:
     import yaml
 
+    from ..config import _bounded_yaml
+
     out = {}
     for item in items:
         if "=" not in item:
@@ -56,7 +63,7 @@ def _parse_options(items) -> dict:
         if not k.strip():
             raise ConfigError(f"malformed --option {item!r}: empty key")
         try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+            out[k.strip()] = _bounded_yaml(v, f"--option {k.strip()}") if v.strip() else ""
         except yaml.YAMLError:
             out[k.strip()] = v
     return out
@@ -66,6 +73,7 @@ def run_check(args) -> int:
     from ..datasets import validate_dataset
 
     for line in validate_dataset(args.kind, args.root, categories=args.categories,
-                                 check_sizes=args.check_sizes, **_parse_options(args.options)):
+                                 check_sizes=args.check_sizes, decode=args.decode,
+                                 **_parse_options(args.options)):
         print(line)
     return 0
