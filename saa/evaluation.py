@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .metrics import compute_all, image_metrics, normalize_maps
 
 __all__ = ["METRIC_KEYS", "METRIC_LABELS", "EVAL_OPTION_KEYS", "DEFAULT_EVAL_SIZE", "split_dataset_options",
-           "eval_size_of", "vand_experiment_of", "resize_maps", "resize_masks", "evaluation_maps",
+           "eval_size_of", "vand_experiment_of", "resize_maps", "resize_masks", "evaluation_maps", "category_maps",
            "category_metrics", "mean_metrics", "format_table"]
 
 #: Metric keys in table order (values of :func:`saa.metrics.compute_all`).
@@ -104,6 +104,29 @@ def evaluation_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int)
     maps = normalize_maps(resize_maps(raw_maps, eval_size))
     scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
     return maps, scores
+
+
+#: A category whose resized maps span less than this, relative to max(1, |largest value|), is
+#: constant: min-max normalisation would only stretch float noise to [0, 1].
+CONSTANT_TOLERANCE = 1e-5
+
+
+def category_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int,
+                  category: str = "category") -> tuple[np.ndarray, np.ndarray, Optional[str]]:
+    """:func:`evaluation_maps`, except for a category whose maps are constant up to float noise
+    (identical or blank images): then every map and score is 0 and the third value is a note
+    saying so (None otherwise)."""
+    resized = resize_maps(raw_maps, eval_size)
+    if len(resized):
+        lo, hi = float(resized.min()), float(resized.max())
+        if hi - lo <= CONSTANT_TOLERANCE * max(1.0, abs(hi), abs(lo)):
+            note = (f"{category}: every anomaly map is constant up to float noise (range {hi - lo:.2g}); the maps "
+                    "were set to zero instead of stretching the noise to [0, 1], so the metrics are those of a "
+                    "detector that finds nothing (AUROC 50)")
+            return np.zeros_like(resized), np.zeros(len(resized)), note
+    maps = normalize_maps(resized)
+    scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
+    return maps, scores, None
 
 
 def _pct(value: float) -> Optional[float]:

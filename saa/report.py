@@ -220,7 +220,7 @@ def _figure(rgb, caption: str) -> str:
 
 def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_size: int, dataset,
                       dataset_error: Optional[str], n_gallery: int, thumb: int) -> str:
-    from .evaluation import evaluation_maps, resize_masks
+    from .evaluation import category_maps, resize_masks
     from .results import map_path
     from .image_io import read_rgb
     from .visualize import heat_overlay, thumbnail
@@ -232,6 +232,7 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
                                                            f"{v:.2f} s per computed image"
                                                            for k, v in secs.items())) +
                      f"; {info.get('computed', 0)} computed, {info.get('reused', 0)} reused</p>")
+    parts += [f"<p class=\"note\">{esc(n)}</p>" for n in info.get("notes", [])]
     scores_path = run_dir / cat / "scores.csv"
     if not scores_path.is_file():
         parts.append(f"<p class=\"note\">{esc(scores_path)} is missing: no curves, no gallery.</p>")
@@ -243,7 +244,7 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     labelled = all(lab is not None for lab in labels) and len(rows) > 0
     norm = None
     if ok:
-        norm_ok, _ = evaluation_maps([loaded[i]["map"] for i in ok], eval_size)
+        norm_ok, _, _ = category_maps([loaded[i]["map"] for i in ok], eval_size, cat)
         norm = {i: norm_ok[j] for j, i in enumerate(ok)}
 
     # ground truth (via the dataset of config.yaml), for pixel curves and outlines
@@ -325,6 +326,57 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     return "\n".join(parts)
 
 
+_RERUN = ("it is rewritten at the end of every `saa run`: run the same `saa run ... --out {run}` again "
+          "(the stored maps are reused) or restore the file")
+
+
+def check_metrics_file(run_dir) -> None:
+    """Raise SaaError (one line) when RUN_DIR/metrics.json is unreadable, not JSON or not shaped like
+    the file `saa run` writes; a missing file is left to the report, which says what to run."""
+    import json
+    from pathlib import Path
+
+    from .errors import SaaError
+
+    run = Path(run_dir)
+    mpath = run / "metrics.json"
+    if not mpath.is_file():
+        return
+    hint = _RERUN.format(run=run)
+    try:
+        text = mpath.read_bytes().decode("utf-8")
+        result = json.loads(text)
+    except UnicodeDecodeError:
+        raise SaaError(f"{mpath}: corrupt (not UTF-8 text); {hint}") from None
+    except json.JSONDecodeError as e:
+        raise SaaError(f"{mpath}: corrupt (not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}); "
+                       f"{hint}") from None
+    except RecursionError:
+        raise SaaError(f"{mpath}: corrupt (nested too deeply); {hint}") from None
+    problem = None
+    if not isinstance(result, dict):
+        problem = f"the top level is a JSON {type(result).__name__}, not an object"
+    else:
+        for key in ("categories", "mean", "totals", "timings", "dataset"):
+            if key in result and not isinstance(result[key], dict):
+                problem = f"`{key}` is not a JSON object"
+                break
+        else:
+            for cat, info in result.get("categories", {}).items():
+                if not isinstance(info, dict) or not all(
+                        isinstance(info.get(k, {}), dict) for k in ("counts", "metrics", "seconds")):
+                    problem = f"the entry of category `{cat}` is not shaped like a run's"
+                    break
+        if problem is None and result.get("eval_size") is not None:
+            try:
+                int(result["eval_size"])
+            except (TypeError, ValueError, OverflowError):
+                problem = f"`eval_size` is {str(result['eval_size'])[:40]!r}, not a number"
+    if problem:
+        raise SaaError(f"{mpath}: not a metrics file of `saa run` ({problem}); {hint}")
+
+
+
 def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
                  notes: Sequence[str] = ()) -> str:
     """The HTML text of the report of a run folder written by :func:`saa.run.evaluate_run` (it reads
@@ -335,6 +387,7 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
     mpath = run / "metrics.json"
     if not mpath.is_file():
         raise SaaError(f"{run} is not a run folder: {mpath} not found (run `saa run CONFIG --out {run}` first)")
+    check_metrics_file(run)
     result = json.loads(mpath.read_text(encoding="utf-8"))
     eval_size = int(result.get("eval_size") or 400)
     dataset = None

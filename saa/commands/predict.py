@@ -107,10 +107,12 @@ def _read_or_skip(path, failed: list):
 def unique_stem(path, stems: set) -> str:
     """The file stem of ``path``, made unique among ``stems`` (two inputs with the same stem both
     keep their results), and added to them."""
+    from ..image_io import safe_file_name
+
     base = Path(path).stem
-    stem, n = base, 1
+    stem, n = safe_file_name(base, reserve=16), 1  # room for "_saliency.npy" and a counter
     while stem in stems:
-        stem = f"{base}_{n}"
+        stem = safe_file_name(f"{base}_{n}", reserve=16)
         n += 1
     stems.add(stem)
     return stem

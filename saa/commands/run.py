@@ -83,6 +83,10 @@ def main_for(config_path: str | Path, argv: Optional[Sequence[str]] = None, prog
     add_run_options(p)
     p.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    from ..cli import _pixels_arg
+
+    p.add_argument("--max-pixels", type=_pixels_arg, default=None, metavar="N",
+                   help="largest image read, in pixels (default 100 Mpx or $SAA_MAX_PIXELS; 0 = no limit)")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     args.config = str(config_path)
     from ..cli import execute

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import SaaConfig, config_from_dict, load_config
 from ..datasets import AnomalyDataset, build_dataset
 from ..errors import ConfigError, DatasetError
-from ..evaluation import (METRIC_KEYS, category_metrics, eval_size_of, evaluation_maps, format_table, mean_metrics,
+from ..evaluation import (METRIC_KEYS, category_maps, category_metrics, eval_size_of, format_table, mean_metrics,
                           resize_masks, split_dataset_options, vand_experiment_of)
 from ..image_io import atomic_write_text
 from ..methods import Method, get_method
@@ -48,6 +48,7 @@ class CategoryResult:
     seconds: dict[str, float] = field(default_factory=dict)
     vand_dir: Optional[str] = None
     features_computed: Optional[int] = None  # pass-1 features computed (methods with references)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class CategoryResult:
             "computed": self.computed,
             "reused": self.reused,
             **({"features_computed": self.features_computed} if self.features_computed is not None else {}),
+            **({"notes": self.notes} if self.notes else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             **({"vand_dir": self.vand_dir} if self.vand_dir else {}),
         }
@@ -90,8 +92,11 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
     raw_scores = [r.image_score for r in run.results]
 
     t0 = time.perf_counter()
-    norm_maps, scores = evaluation_maps(raw, eval_size)
+    norm_maps, scores, note = category_maps(raw, eval_size, category)
     del raw
+    notes = [] if note is None else [note]
+    if note:
+        log.warning(note)
     labels = [s.label for s in samples]
     labelled = all(lab is not None for lab in labels)
     counts = {
@@ -128,7 +133,7 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
              seconds["total"])
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
                           metrics, counts, run.computed, run.reused, seconds, vand_dir,
-                          run.features_computed if method.needs_references else None)
+                          run.features_computed if method.needs_references else None, notes)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
