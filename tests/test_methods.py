@@ -396,3 +396,36 @@ def test_predict_lite_writes_panels_and_refuses_panels_it_cannot_draw(tmp_path):
     assert main(base + ["--out", str(tmp_path / "all"), "--panels", "all", *imgs]) == 0
     assert main(base + ["--out", str(tmp_path / "boxes"), "--panels", "boxes", *imgs]) == 1
     assert not (tmp_path / "boxes").exists()  # refused before anything was written
+
+
+# ---------------------------------------------------------------------------------------------
+# both reference rules for both methods
+
+
+def test_both_reference_rules_are_offered_to_both_methods():
+    from saa.methods.lite import LiteMethod
+    from saa.methods.saa_plus import SaaMethod
+    from saa.saliency.bank import CrossImageBank
+    from saa.saliency.cross import cross_image_scores
+
+    g = torch.Generator().manual_seed(4)
+    feats = [torch.nn.functional.normalize(torch.randn(12, 5, 6, generator=g), dim=0) for _ in range(6)]
+    per_image = load_config(MVTEC, ["preset=improved", "behaviour.cross_image_aggregate=per_image",
+                                    "behaviour.cross_image_max_others=4"])
+    settings = SaaMethod(per_image).bank_settings()
+    assert (settings["aggregate"], settings["fraction"], settings["max_others"]) == ("per_image", 0.5, 4)
+    bank = CrossImageBank.from_features(feats, **settings)
+    want = cross_image_scores(feats, k=1, max_others=4, subset="similar", aggregate="per_image", fraction=0.5)
+    for i in range(6):
+        np.testing.assert_array_equal(bank.scores(i), want[i])
+    assert E.config_fingerprint(per_image, "bottle") != E.config_fingerprint(load_config(MVTEC, ["preset=improved",
+                                                                             "behaviour.cross_image_max_others=4"]),
+                                                                             "bottle")
+    lite = LiteMethod(per_image, aggregate="nearest", max_others=None)
+    s = lite.bank_settings()
+    assert (s["aggregate"], s["max_others"]) == ("nearest", None)
+    bank = CrossImageBank.from_features(feats, **s)
+    want = cross_image_scores(feats, k=1, aggregate="nearest")
+    for i in range(6):
+        np.testing.assert_array_equal(bank.scores(i), want[i])
+    assert lite.fingerprint("bottle") != LiteMethod(per_image).fingerprint("bottle")
