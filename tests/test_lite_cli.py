@@ -34,7 +34,7 @@ def test_run_lite_writes_metrics_and_resumes(tmp_path):
     assert first["totals"]["computed"] == 3 and first["totals"]["reused"] == 0
     assert second["totals"]["computed"] == 0 and second["totals"]["reused"] == 3
     assert second["categories"] == {
-        c: {**v, "seconds": second["categories"][c]["seconds"], "computed": 0, "reused": 3}
+        c: {**v, "seconds": second["categories"][c]["seconds"], "computed": 0, "reused": 3, "features_computed": 0}
         for c, v in first["categories"].items()}
     # a full-pipeline run in the same folder does not take the lite maps for its own
     fp_full = E.config_fingerprint(cfg, "bottle")
