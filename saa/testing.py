@@ -44,7 +44,7 @@ __all__ = ["TinyModels", "build_tiny_models", "tiny_config_overrides", "load_tin
            "dino_input", "main"]
 
 # bump when anything below changes the produced files: invalidates cached builds
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 TEXT_ENCODER_DIR = "bert"
 GROUNDING_CONFIG = "groundingdino_tiny_cfg.py"
@@ -282,7 +282,7 @@ def _quiet():
 # ================================================================ builders
 def _build_text_encoder(folder: Path, vocab: list[str], seed: int) -> None:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
     from transformers.utils import logging as hf_logging
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -294,9 +294,30 @@ def _build_text_encoder(folder: Path, vocab: list[str], seed: int) -> None:
     hf_logging.set_verbosity_error()
     try:
         BertModel(cfg).eval().save_pretrained(folder)
-        BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+        write_bert_tokenizer(folder)
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def write_bert_tokenizer(folder: str | os.PathLike) -> None:
+    """(Re)write the tokenizer files of a BERT folder from its ``vocab.txt``, under transformers 4
+    or 5. (transformers 5's ``BertTokenizerFast(vocab_file=...)`` ignores ``vocab_file`` and saves a
+    5-token vocabulary; its ``BertTokenizer`` takes the file as ``vocab``.) Also repairs a folder
+    written that way, e.g. the fidelity kit's ``bert/`` when its builder ran under transformers 5."""
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    folder = Path(folder)
+    vocab_file = folder / "vocab.txt"
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers 5
+        tok = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    else:
+        tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    n = len(vocab_file.read_text().splitlines())
+    if len(tok) != n:
+        raise RuntimeError(f"{vocab_file}: the tokenizer built from it has {len(tok)} tokens, the file {n}")
+    tok.save_pretrained(folder)
 
 
 def _write_grounding_config(path: Path, text_encoder: Path) -> None:
@@ -312,6 +333,9 @@ def _build_grounding(cfg_path: Path, seed: int, calib_rgb) -> tuple[dict, dict]:
     from groundingdino.models import build_model
     from groundingdino.util.slconfig import SLConfig
 
+    from .models.compat import install as install_compat
+
+    install_compat()  # the package's BERT wrapper under transformers 5
     args = SLConfig.fromfile(str(cfg_path))
     args.device = "cpu"
     torch.manual_seed(seed)

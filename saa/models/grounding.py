@@ -74,6 +74,9 @@ class GroundingDetector:
         from groundingdino.models import build_model
         from groundingdino.util.slconfig import SLConfig
 
+        from .compat import install as install_compat
+
+        install_compat()  # the package's BERT wrapper under transformers 5
         cfg_path = _find_config(Path(config).expanduser())
         text_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
         require_file(text_dir / "config.json", "text encoder file config.json")
