@@ -88,6 +88,21 @@ def load_state_dict(path: str | Path, what: str) -> dict[str, Any]:
     return obj
 
 
+def check_tokenizer(folder: str | Path, tokenizer) -> None:
+    """A text-encoder folder whose tokenizer files disagree with its ``vocab.txt`` (e.g. written by
+    transformers 5's ``BertTokenizerFast(vocab_file=...)``, which ignores the file) would turn every
+    word into [UNK]: refuse it with the folder's name."""
+    vocab = Path(folder) / "vocab.txt"
+    if not vocab.is_file():
+        return
+    n = sum(1 for _ in vocab.open(encoding="utf-8"))
+    if len(tokenizer) < n:
+        raise CheckpointError(
+            f"tokenizer of {folder} has {len(tokenizer)} tokens but its vocab.txt has {n}: the tokenizer files "
+            f"(tokenizer.json) were not built from vocab.txt; rebuild them (saa.testing.write_bert_tokenizer) "
+            f"or {INSTALL_HINT}")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
