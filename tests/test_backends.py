@@ -173,7 +173,8 @@ def test_end_to_end_maps_agree_tiny(tiny_models, tiny_hf, detectors):
     same tiny weights, one real sample image. The detector switch alone changes no decision and the
     map by < 1e-4 (measured 2.6e-5 with the detector swapped alone). SAM's logits differ by float
     rounding (different attention code), which flips a few mask-edge pixels whose logit is within
-    noise of 0 (measured: 1 and 2 pixels of two kept masks of ~3200): the map differs there by the region's score and within 1e-4 everywhere else."""
+    noise of 0 (measured: 1 and 2 pixels of two kept masks of ~3200): the map differs there by the
+    region's score and within 1e-4 everywhere else."""
     from saa.models.hf_sam import HFBoxRefiner
     from saa.models.sam import BoxRefiner
 
