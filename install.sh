@@ -16,6 +16,13 @@ Options:
   --weights-dir DIR   where to put the weights (default: weights/ in this repository)
   --sam vit_h|vit_l|vit_b
                       which SAM checkpoint to download (default: vit_h)
+  --constraints FILE  pip constraints file for the package install (CI: .ci/constraints.txt, the
+                      exact versions the suite was last run with)
+  --sam-hq vit_b|vit_l|vit_h
+                      also download SAM-HQ in the transformers layout (opt-in; for
+                      models.sam.backend=transformers, models.sam.variant=sam_hq)
+  --sam2 tiny|small|base_plus|large
+                      also download SAM 2.1 in the transformers layout (opt-in; variant sam2)
   --no-weights        install the package only, download nothing
   --no-package        download the weights only, skip the pip install
   -h, --help          show this help
@@ -27,9 +34,13 @@ Downloaded into the weights folder:
   bert-base-uncased/                               text encoder + tokenizer (Hugging Face)
   wide_resnet50_2.pth                              timm ImageNet weights, plain state dict
 
-Downloads resume where they stopped (curl -C -, into NAME.part); complete files are kept.
+  sam_hq_<size>/ , sam2.1_hiera_<size>/            only with --sam-hq / --sam2: transformers
+                                                   folders (config.json, model.safetensors, ...)
+
+Downloads resume where they stopped (curl -C -, into NAME.part); complete files are kept. The
+SAM-HQ / SAM 2 files are checked against the sha256 (LFS files) or size the hub lists for them.
 Environment overrides: PYTHON (interpreter, default python3), SAA_SAM_BASE_URL,
-SAA_GROUNDINGDINO_URL (mirrors).
+SAA_GROUNDINGDINO_URL, SAA_HF_BASE_URL (mirrors).
 EOF
 }
 
@@ -41,6 +52,9 @@ WEIGHTS_DIR="$HERE/weights"
 SAM_MODEL="vit_h"
 DO_WEIGHTS=1
 DO_PACKAGE=1
+CONSTRAINTS=""
+SAM_HQ=""
+SAM2=""
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
@@ -52,6 +66,9 @@ while [[ $# -gt 0 ]]; do
     --extras) need_arg "$@"; EXTRAS="$2"; shift 2 ;;
     --weights-dir) need_arg "$@"; WEIGHTS_DIR="$2"; shift 2 ;;
     --sam) need_arg "$@"; SAM_MODEL="$2"; shift 2 ;;
+    --constraints) need_arg "$@"; CONSTRAINTS="$2"; shift 2 ;;
+    --sam-hq) need_arg "$@"; SAM_HQ="$2"; shift 2 ;;
+    --sam2) need_arg "$@"; SAM2="$2"; shift 2 ;;
     --no-weights) DO_WEIGHTS=0; shift ;;
     --no-package) DO_PACKAGE=0; shift ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -64,6 +81,23 @@ case "$SAM_MODEL" in
   vit_b) SAM_FILE="sam_vit_b_01ec64.pth"; SAM_SHA_PREFIX="01ec64" ;;
   *) die "--sam must be vit_h, vit_l or vit_b (got '$SAM_MODEL')" ;;
 esac
+case "$SAM_HQ" in
+  "") ;;
+  vit_b) SAM_HQ_REPO="syscv-community/sam-hq-vit-base" ;;
+  vit_l) SAM_HQ_REPO="syscv-community/sam-hq-vit-large" ;;
+  vit_h) SAM_HQ_REPO="syscv-community/sam-hq-vit-huge" ;;
+  *) die "--sam-hq must be vit_b, vit_l or vit_h (got '$SAM_HQ')" ;;
+esac
+case "$SAM2" in
+  ""|tiny|small|base_plus|large) ;;
+  *) die "--sam2 must be tiny, small, base_plus or large (got '$SAM2')" ;;
+esac
+SAM2_REPO="facebook/sam2.1-hiera-${SAM2//_/-}"
+HF_BASE_URL="${SAA_HF_BASE_URL:-https://huggingface.co}"
+if [[ -n "$CONSTRAINTS" ]]; then
+  [[ -f "$CONSTRAINTS" ]] || die "constraints file not found: $CONSTRAINTS"
+  CONSTRAINTS="$(cd "$(dirname "$CONSTRAINTS")" && pwd)/$(basename "$CONSTRAINTS")"
+fi
 SAM_BASE_URL="${SAA_SAM_BASE_URL:-https://dl.fbaipublicfiles.com/segment_anything}"
 DINO_URL="${SAA_GROUNDINGDINO_URL:-https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/groundingdino_swint_ogc.pth}"
 
@@ -87,8 +121,10 @@ if [[ "$DO_PACKAGE" == 1 ]]; then
   fi
   SPEC="."
   [[ -n "$EXTRAS" ]] && SPEC=".[${EXTRAS}]"
-  echo "==> pip install -e \"$SPEC\""
-  (cd "$HERE" && "$PYTHON" -m pip install -e "$SPEC")
+  PIP_C=()
+  [[ -n "$CONSTRAINTS" ]] && PIP_C=(-c "$CONSTRAINTS")
+  echo "==> pip install -e \"$SPEC\" ${PIP_C[*]:-}"
+  (cd "$HERE" && "$PYTHON" -m pip install "${PIP_C[@]}" -e "$SPEC")
 fi
 
 # ------------------------------------------------------------------ weights
@@ -142,6 +178,37 @@ download() {
     exit 1
   fi
   mv -f "$part" "$dest"
+}
+
+# download_hf_folder REPO DIR: every file of a hub model repository (transformers layout) into
+# WEIGHTS_DIR/DIR, each resumable and checked against the sha256 (LFS) or size the hub lists
+download_hf_folder() {
+  local repo="$1" dir="$2" listing
+  echo "==> $dir: files of $repo"
+  listing="$(env -u HF_HUB_OFFLINE "$PYTHON" - "$HF_BASE_URL" "$repo" <<'PY'
+import json, sys, urllib.request
+base, repo = sys.argv[1].rstrip("/"), sys.argv[2]
+with urllib.request.urlopen(f"{base}/api/models/{repo}/tree/main", timeout=60) as r:
+    entries = json.load(r)
+for e in entries:
+    if e.get("type") != "file" or e["path"].startswith(".") or e["path"].endswith(".md"):
+        continue
+    sha = (e.get("lfs") or {}).get("oid", "")
+    print(e["path"], sha or "-", e.get("size", 0))
+PY
+)" || die "cannot list $repo at $HF_BASE_URL (network?); retry later or set SAA_HF_BASE_URL"
+  [[ -n "$listing" ]] || die "$repo lists no files"
+  mkdir -p "$WEIGHTS_DIR/$dir"
+  local path sha size
+  while read -r path sha size; do
+    [[ "$sha" == "-" ]] && sha=""
+    mkdir -p "$(dirname "$WEIGHTS_DIR/$dir/$path")"
+    download "$dir/$path" "$HF_BASE_URL/$repo/resolve/main/$path" "$sha"
+    if [[ -z "$sha" && "$size" != 0 && "$(wc -c < "$WEIGHTS_DIR/$dir/$path" | tr -d ' ')" != "$size" ]]; then
+      rm -f "$WEIGHTS_DIR/$dir/$path"
+      die "$dir/$path: size differs from the hub's ($size bytes); run install.sh again"
+    fi
+  done <<< "$listing"
 }
 
 if [[ "$DO_WEIGHTS" == 1 ]]; then
@@ -199,6 +266,8 @@ os.replace(sys.argv[1] + ".part", sys.argv[1])
       exit 1
     fi
   fi
+  [[ -n "$SAM_HQ" ]] && download_hf_folder "$SAM_HQ_REPO" "sam_hq_$SAM_HQ"
+  [[ -n "$SAM2" ]] && download_hf_folder "$SAM2_REPO" "sam2.1_hiera_$SAM2"
   echo "==> weights ready in $WEIGHTS_DIR"
 else
   echo "==> --no-weights: skipping all downloads"

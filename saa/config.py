@@ -424,12 +424,29 @@ class GroundingConfig(BaseModel):
     # fusion with the projections folded into the text side); "reference": the package's own code.
     # Same formulas; outputs differ by float32 rounding only.
     kernels: Literal["fast", "reference"] = "fast"
+    #: "groundingdino": the rf-groundingdino package (reference); "transformers":
+    #: GroundingDinoForObjectDetection, from the same files (converted in memory) or from a local
+    #: save_pretrained folder named by `checkpoint` (saa/models/hf_grounding.py).
+    backend: Literal["groundingdino", "transformers"] = "groundingdino"
 
 
 class SamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: NonEmptyStr = "sam_vit_h_4b8939.pth"
+    #: "segment_anything": the segment-anything package (reference); "transformers": SamModel /
+    #: SamHQModel / Sam2Model (saa/models/hf_sam.py).
+    backend: Literal["segment_anything", "transformers"] = "segment_anything"
+    #: with backend transformers: "sam" (an official SAM file or a save_pretrained folder),
+    #: "sam_hq" or "sam2" (a save_pretrained folder). segment_anything runs SAM only.
+    variant: Literal["sam", "sam_hq", "sam2"] = "sam"
+
+    @model_validator(mode="after")
+    def _variant_needs_backend(self) -> "SamConfig":
+        if self.variant != "sam" and self.backend != "transformers":
+            raise ValueError(f"variant {self.variant!r} needs backend 'transformers' "
+                             f"(the segment_anything backend runs SAM only)")
+        return self
 
 
 class SaliencyConfig(BaseModel):

@@ -67,21 +67,17 @@ class SAAPipeline:
     @property
     def detector(self):
         if self._detector is None:
-            from .models.grounding import GroundingDetector
+            from .models.factory import build_detector
 
-            g = self.config.models.grounding
-            self._detector = GroundingDetector(self.config.resolve_path(g.config),
-                                               self.config.resolve_path(g.checkpoint),
-                                               self.config.resolve_path(g.text_encoder), self.device,
-                                               kernels=g.kernels)
+            self._detector = build_detector(self.config, self.device)
         return self._detector
 
     @property
     def refiner(self):
         if self._refiner is None:
-            from .models.sam import BoxRefiner
+            from .models.factory import build_refiner
 
-            self._refiner = BoxRefiner(self.config.resolve_path(self.config.models.sam.checkpoint), self.device)
+            self._refiner = build_refiner(self.config, self.device)
         return self._refiner
 
     @property

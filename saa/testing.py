@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Iterable
 
 __all__ = ["TinyModels", "build_tiny_models", "tiny_config_overrides", "load_tiny_sam", "synthetic_image",
-           "dino_input", "main"]
+           "dino_input", "main", "TinyHFModels", "build_tiny_hf_models", "backend_overrides", "BACKEND_COMBINATIONS",
+           "write_bert_tokenizer"]
 
 # bump when anything below changes the produced files: invalidates cached builds
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 TEXT_ENCODER_DIR = "bert"
 GROUNDING_CONFIG = "groundingdino_tiny_cfg.py"
@@ -282,7 +283,7 @@ def _quiet():
 # ================================================================ builders
 def _build_text_encoder(folder: Path, vocab: list[str], seed: int) -> None:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
     from transformers.utils import logging as hf_logging
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -294,9 +295,30 @@ def _build_text_encoder(folder: Path, vocab: list[str], seed: int) -> None:
     hf_logging.set_verbosity_error()
     try:
         BertModel(cfg).eval().save_pretrained(folder)
-        BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+        write_bert_tokenizer(folder)
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def write_bert_tokenizer(folder: str | os.PathLike) -> None:
+    """(Re)write the tokenizer files of a BERT folder from its ``vocab.txt``, under transformers 4
+    or 5. (transformers 5's ``BertTokenizerFast(vocab_file=...)`` ignores ``vocab_file`` and saves a
+    5-token vocabulary; its ``BertTokenizer`` takes the file as ``vocab``.) Also repairs a folder
+    written that way, e.g. the fidelity kit's ``bert/`` when its builder ran under transformers 5."""
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    folder = Path(folder)
+    vocab_file = folder / "vocab.txt"
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers 5
+        tok = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    else:
+        tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    n = len(vocab_file.read_text().splitlines())
+    if len(tok) != n:
+        raise RuntimeError(f"{vocab_file}: the tokenizer built from it has {len(tok)} tokens, the file {n}")
+    tok.save_pretrained(folder)
 
 
 def _write_grounding_config(path: Path, text_encoder: Path) -> None:
@@ -312,6 +334,9 @@ def _build_grounding(cfg_path: Path, seed: int, calib_rgb) -> tuple[dict, dict]:
     from groundingdino.models import build_model
     from groundingdino.util.slconfig import SLConfig
 
+    from .models.compat import install as install_compat
+
+    install_compat()  # the package's BERT wrapper under transformers 5
     args = SLConfig.fromfile(str(cfg_path))
     args.device = "cpu"
     torch.manual_seed(seed)
@@ -603,6 +628,117 @@ def build_tiny_models(out_dir: str | os.PathLike, seed: int = 0, *, vocab_words:
     manifest["build_seconds"]["total"] = round(time.perf_counter() - t0, 2)
     _write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return models
+
+
+# ================================================================ transformers backends
+# (grounding backend, sam backend, sam variant): every combination the config accepts
+BACKEND_COMBINATIONS = [
+    ("groundingdino", "segment_anything", "sam"),
+    ("groundingdino", "transformers", "sam"),
+    ("groundingdino", "transformers", "sam_hq"),
+    ("groundingdino", "transformers", "sam2"),
+    ("transformers", "segment_anything", "sam"),
+    ("transformers", "transformers", "sam"),
+    ("transformers", "transformers", "sam_hq"),
+    ("transformers", "transformers", "sam2"),
+]
+
+HF_DIR = "hf"
+HF_BUILDER_VERSION = 1
+# tiny SAM-HQ / SAM 2 (random weights, transformers' own initialisation, seeded)
+_SAM_HQ = {"hidden_size": 48, "output_channels": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "global_attn_indexes": [1], "num_pos_feats": 32, "mlp_dim": 192}
+_SAM2_HIERA = {"hidden_size": 16, "num_attention_heads": 1, "blocks_per_stage": [1, 1, 2, 1],
+               "embed_dim_per_stage": [16, 32, 64, 128], "num_attention_heads_per_stage": [1, 1, 2, 2],
+               "window_size_per_stage": [8, 4, 14, 7], "global_attention_blocks": [3]}
+_HF_DECODER = {"hidden_size": 64, "mlp_dim": 128, "num_attention_heads": 2}
+
+
+@dataclass(frozen=True)
+class TinyHFModels:
+    """transformers ``save_pretrained`` folders for the tiny models: the tiny Grounding DINO and
+    SAM converted by saa (same weights as the package files), and random tiny SAM-HQ / SAM 2."""
+    grounding: str
+    sam: str
+    sam_hq: str
+    sam2: str
+
+
+def _tiny_sam_hq(seed: int):
+    import torch
+    from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQModel, SamHQPromptEncoderConfig, SamHQVisionConfig
+
+    cfg = SamHQConfig(vision_config=SamHQVisionConfig(**_SAM_HQ),
+                      prompt_encoder_config=SamHQPromptEncoderConfig(hidden_size=64),
+                      mask_decoder_config=SamHQMaskDecoderConfig(**_HF_DECODER, vit_dim=_SAM_HQ["hidden_size"]))
+    torch.manual_seed(seed)
+    return SamHQModel(cfg).eval()
+
+
+def _tiny_sam2(seed: int):
+    import torch
+    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2Model,
+                              Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    dims = _SAM2_HIERA["embed_dim_per_stage"]
+    vision = Sam2VisionConfig(backbone_config=Sam2HieraDetConfig(**_SAM2_HIERA), backbone_channel_list=dims[::-1],
+                              fpn_hidden_size=64)
+    cfg = Sam2Config(vision_config=vision, prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=64),
+                     mask_decoder_config=Sam2MaskDecoderConfig(**_HF_DECODER))
+    torch.manual_seed(seed)
+    return Sam2Model(cfg).eval()
+
+
+def build_tiny_hf_models(models: TinyModels, force: bool = False) -> TinyHFModels:
+    """Write (or reuse) the transformers folders of a tiny model set under ``<root>/hf/``: the
+    Grounding DINO and SAM files converted by saa's loaders (``save_pretrained`` of the converted
+    models, so a folder and the package file hold the same weights) and seeded random tiny SAM-HQ
+    and SAM 2. Needs transformers 5."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from .models.hf_grounding import save_converted
+    from .models.hf_sam import load_hf_sam
+
+    root = Path(models.root) / HF_DIR
+    out = TinyHFModels(grounding=str(root / "grounding_dino"), sam=str(root / "sam"), sam_hq=str(root / "sam_hq"),
+                       sam2=str(root / "sam2"))
+    stamp = root / "built.json"
+    key = {"hf_builder_version": HF_BUILDER_VERSION, "seed": models.seed,
+           "sources": {Path(p).name: _sha256(Path(p)) for p in (models.grounding_checkpoint, models.sam_checkpoint)}}
+    try:
+        if not force and json.loads(stamp.read_text()) == key and all(
+                (Path(d) / "config.json").is_file() for d in asdict(out).values()):
+            return out
+    except (OSError, ValueError):
+        pass
+    root.mkdir(parents=True, exist_ok=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            save_converted(models.grounding_config, models.grounding_checkpoint, models.text_encoder, out.grounding)
+            load_hf_sam(models.sam_checkpoint, "sam").save_pretrained(out.sam)
+            _tiny_sam_hq(models.seed + 21).save_pretrained(out.sam_hq)
+            _tiny_sam2(models.seed + 22).save_pretrained(out.sam2)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _write_text(stamp, json.dumps(key) + "\n")
+    return out
+
+
+def backend_overrides(models: TinyModels, hf: TinyHFModels | None, grounding: str = "groundingdino",
+                      sam: str = "segment_anything", variant: str = "sam", folders: bool = False) -> list[str]:
+    """``--set`` strings selecting a backend combination on the tiny models. The transformers
+    backends read the package files (converted in memory) unless ``folders`` (or the variant,
+    SAM-HQ / SAM 2) asks for the ``save_pretrained`` folders of :func:`build_tiny_hf_models`."""
+    ov = tiny_config_overrides(models) + [f"models.grounding.backend={grounding}", f"models.sam.backend={sam}",
+                                          f"models.sam.variant={variant}"]
+    if grounding == "transformers" and folders:
+        ov.append(f"models.grounding.checkpoint={hf.grounding}")
+    if sam == "transformers" and (folders or variant != "sam"):
+        ov.append(f"models.sam.checkpoint={getattr(hf, variant)}")
+    return ov
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,5 +268,9 @@ def launch(config: Optional[str] = None, overrides: Sequence[str] = (), host: st
         raise SaaError("the web UI needs Gradio: pip install -e '.[ui]'") from None
     app = build_app(config, overrides)
     print(f"saa ui: http://{host}:{port}  (Ctrl+C to stop)", flush=True)
+    import inspect
+
+    # gradio < 6 hides the API page with show_api=False; gradio 6 removed it (footer_links instead)
+    no_api = {"show_api": False} if "show_api" in inspect.signature(app.launch).parameters else {"footer_links": []}
     app.queue().launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                       show_api=False, max_file_size="50mb", quiet=True)
+                       max_file_size="50mb", quiet=True, **no_api)

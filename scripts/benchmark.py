@@ -6,6 +6,7 @@ schedule of the authors' code (``--baseline``), in one process.
     python scripts/benchmark.py --models tiny --images 3
     python scripts/benchmark.py --models realsize --saliency-only   # saliency steps vs the loops/sort
     python scripts/benchmark.py --models realsize --sam vit_h --device cuda --compare-precision bf16,fp16
+    python scripts/benchmark.py --models realsize --images 3 --backend groundingdino,transformers --kernels reference
 
 Model sets (random weights; never downloaded):
   tiny      saa.testing's tiny models (seconds per image)
@@ -42,7 +43,7 @@ def build_realsize(out: Path, sam: str, seed: int = 0) -> list[str]:
     bert, cfg, dino = out / "bert", out / "GroundingDINO_SwinT_OGC_random.py", out / "groundingdino_swint_random.pth"
     sam_ck, wrn = out / f"sam_{sam}_random.pth", out / "wide_resnet50_2_random.pth"
     if not (bert / "config.json").exists():
-        from transformers import BertConfig, BertModel, BertTokenizerFast
+        from transformers import BertConfig, BertModel
 
         vocab = T.build_vocab()
         bert.mkdir(exist_ok=True)
@@ -50,7 +51,7 @@ def build_realsize(out: Path, sam: str, seed: int = 0) -> list[str]:
         torch.manual_seed(seed)
         BertModel(BertConfig(vocab_size=len(vocab), hidden_size=768, num_hidden_layers=12,
                              num_attention_heads=12, intermediate_size=3072)).save_pretrained(bert)
-        BertTokenizerFast(vocab_file=str(bert / "vocab.txt"), do_lower_case=True).save_pretrained(bert)
+        T.write_bert_tokenizer(bert)
     if not dino.exists():
         over = {"text_encoder_type": str(bert), "use_checkpoint": False, "use_transformer_ckpt": False}
         cfg.write_text("\n".join(f"{k} = {over.get(k, v)!r}" for k, v in T._SWINT_OGC_VALUES) + "\n")
@@ -80,6 +81,40 @@ def model_overrides(args) -> list[str]:
     if args.models == "realsize":
         return build_realsize(Path(args.cache) / "realsize", args.sam)
     return [f"models.weights_dir={args.models}"]
+
+
+BACKEND_SETS = ("groundingdino", "transformers")
+
+
+def backend_overrides(name: str, variant: str = "sam") -> list[str]:
+    if name == "groundingdino":
+        return ["models.grounding.backend=groundingdino", "models.sam.backend=segment_anything", "models.sam.variant=sam"]
+    return ["models.grounding.backend=transformers", "models.sam.backend=transformers", f"models.sam.variant={variant}"]
+
+
+def batched_captions(pipe, image_path: str, category: str) -> "dict | None":
+    """The captions of one image through the detector one by one and (where the backend can) as
+    one batch: seconds and the largest output difference."""
+    from saa.image_io import read_rgb
+
+    det = pipe.detector
+    caps = [pipe.config.category(category).object] + [c for c, _ in pipe.config.language_prompts(category)]
+    with torch.no_grad():
+        det.set_image(read_rgb(image_path))
+        try:
+            t0 = time.perf_counter()
+            one = [det.detect(c) for c in caps]
+            t_one = time.perf_counter() - t0
+            if not hasattr(det, "detect_many"):
+                return {"captions": len(caps), "sequential_s": t_one, "batched_s": None}
+            t0 = time.perf_counter()
+            many = det.detect_many(caps)
+            t_many = time.perf_counter() - t0
+        finally:
+            det.reset_image()
+    return {"captions": len(caps), "sequential_s": t_one, "batched_s": t_many,
+            "max_abs_box_diff": float(max((a.boxes - b.boxes).abs().max() for a, b in zip(one, many))),
+            "max_abs_prob_diff": float(max((a.token_probs - b.token_probs).abs().max() for a, b in zip(one, many)))}
 
 
 def peak_rss_mb() -> float:
@@ -228,6 +263,14 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-precision", default="",
                     help="comma-separated precisions (tf32,bf16,fp16; CUDA autocast) to run the saa schedule "
                          "again with, reporting images/s, max map difference and metric difference vs --precision")
+    ap.add_argument("--backend", default="",
+                    help="comma-separated model backends to run and compare on the same weights: groundingdino "
+                         "(groundingdino + segment_anything), transformers (transformers Grounding DINO + SAM "
+                         "of --sam-variant); the first is the main run, the others report their map "
+                         "difference to it, and the transformers detector also its batched-caption time")
+    ap.add_argument("--sam-variant", default="sam", choices=["sam"],
+                    help="SAM variant of the transformers backend (random-weight benchmarks: sam only, the "
+                         "random files are SAM files)")
     ap.add_argument("--saliency-only", action="store_true",
                     help="only the saliency steps (single-object selection, multi-object scoring) "
                          "against their straightforward versions; loads only the CNN")
@@ -253,8 +296,16 @@ def main(argv=None) -> int:
         ap.error(f"no images match {args.image_glob}")
     step = max(1, len(images) // args.images)
     images = images[::step][: args.images]
-    ov = model_overrides(args) + [f"models.device={args.device}", f"models.precision={args.precision}",
-                                  f"models.grounding.kernels={args.kernels}"]
+    model_ov = model_overrides(args)
+    run_ov = [f"models.device={args.device}", f"models.precision={args.precision}",
+              f"models.grounding.kernels={args.kernels}"]
+    ov = model_ov + run_ov
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    for b in backends:
+        if b not in BACKEND_SETS:
+            ap.error(f"--backend {b!r}: choose from {', '.join(BACKEND_SETS)}")
+    if backends:
+        ov = ov + backend_overrides(backends[0], args.sam_variant)
     cfg = load_config(args.config, ov)
 
     t0 = time.perf_counter()
@@ -289,6 +340,25 @@ def main(argv=None) -> int:
         res_p["metric_diff_vs_main"] = None if m is None or base_metrics is None else \
             {k: m[k] - base_metrics[k] for k in m}
         result[f"saa_{prec}"] = res_p
+
+    if backends:
+        result["backend"] = backends[0]
+        result["saa"]["detector_batched"] = batched_captions(fast, images[0], args.category)
+        for b in backends[1:]:
+            t0 = time.perf_counter()
+            pipe = SAAPipeline(load_config(args.config, model_ov + run_ov + backend_overrides(b, args.sam_variant)),
+                               extractor=fast.extractor)
+            pipe.load_models()
+            load_b = time.perf_counter() - t0
+            pipe.predict(images[0], args.category)  # warm-up
+            res_b, maps_b = run_schedule(pipe, images, args.category, f"saa_{b}")
+            res_b["model_load_s"] = load_b
+            res_b["metrics"] = metrics_of(images, maps_b)
+            res_b["max_abs_map_diff_vs_main"] = max_diff(maps_b, maps_fast)
+            res_b["mean_abs_map_diff_vs_main"] = float(np.mean([np.abs(x - y).mean() for x, y in zip(maps_b, maps_fast)]))
+            res_b["speed_vs_main"] = res_b["images_per_s"] / res_fast["images_per_s"]
+            res_b["detector_batched"] = batched_captions(pipe, images[0], args.category)
+            result[f"saa_{b}"] = res_b
 
     maps_exact = None
     if args.exact and args.kernels != "reference":

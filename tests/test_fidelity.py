@@ -45,9 +45,16 @@ CASES = [
 def fidelity_models(tmp_path_factory):
     assert FID.is_dir(), f"the fidelity kit is missing: {FID}"
     out = tmp_path_factory.mktemp("fidelity_ckpt")
-    subprocess.run([sys.executable, str(FID / "make_checkpoints.py"), str(out), "--seed", "0",
+    # through saa.models.compat: the kit drives the package's BERT wrapper, which needs saa's
+    # shim under transformers 5 (a no-op under transformers 4)
+    subprocess.run([sys.executable, "-m", "saa.models.compat", str(FID / "make_checkpoints.py"), str(out), "--seed", "0",
                     "--vocab", str(FID / "vocab.txt"), "--dino-logit-bias", "4.787512335209755"],
                    check=True, capture_output=True)
+    # under transformers 5 the kit's BertTokenizerFast(vocab_file=...) writes a 5-token tokenizer
+    # (vocab.txt itself is right and checked below): rebuild the tokenizer files from vocab.txt
+    from saa.testing import write_bert_tokenizer
+
+    write_bert_tokenizer(out / "bert")
     expected = json.loads((FID / "expected_sha256.json").read_text())["sha256"]
     from saa.models.checkpoints import sha256_file
 

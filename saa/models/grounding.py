@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import load_state_dict, require_dir, require_file
+from .checkpoints import check_tokenizer, load_state_dict, require_dir, require_file
 from .dino_kernels import fast_kernels
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,27 @@ class DetectorOutput:
         return self.token_probs.max(dim=1)[0]
 
 
+def _output_size(w: int, h: int, size: int = 800, max_size: int = 1333) -> tuple[int, int]:
+    """(height, width) of Grounding DINO's resize: short side ``size``, long side at most
+    ``max_size`` (the rule of ``groundingdino.datasets.transforms.resize``)."""
+    lo, hi = float(min(w, h)), float(max(w, h))
+    if hi / lo * size > max_size:
+        size = int(round(max_size * lo / hi))
+    if (w <= h and w == size) or (h <= w and h == size):
+        return h, w
+    if w < h:
+        return int(size * h / w), size
+    return size, int(size * w / h)
+
+
+def resize_like_groundingdino(image):
+    """PIL image -> PIL image resized as the detector's preprocessing does (bilinear, antialiased:
+    torchvision's PIL resize), without importing the ``groundingdino`` package."""
+    import torchvision.transforms.functional as TF
+
+    return TF.resize(image, list(_output_size(*image.size)))
+
+
 def _find_config(path: Path) -> Path:
     if path.exists():
         return path
@@ -74,6 +95,9 @@ class GroundingDetector:
         from groundingdino.models import build_model
         from groundingdino.util.slconfig import SLConfig
 
+        from .compat import install as install_compat
+
+        install_compat()  # the package's BERT wrapper under transformers 5
         cfg_path = _find_config(Path(config).expanduser())
         text_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
         require_file(text_dir / "config.json", "text encoder file config.json")
@@ -110,6 +134,7 @@ class GroundingDetector:
         model.eval()
         self.model = model.to(self.device)
         self.tokenizer = model.tokenizer
+        check_tokenizer(text_dir, self.tokenizer)
         self._srcs = self._masks = self._poss = self._image = None
         self._token_cache: dict[str, list[int]] = {}
         self._text_cache: dict[tuple, dict] = {}
