@@ -104,8 +104,10 @@ class SAAPipeline:
         use_box_area = self.behaviour.area_rule == "boxes"
         kept_boxes, kept_scores, kept_cands = [], [], []
         largest = None
-        for pi, (caption, filt) in enumerate(prompts):
-            out = self.detector.detect(caption)
+        # a detector that can (the transformers backend) takes the stage's captions as one batch
+        many = getattr(self.detector, "detect_many", None)
+        outs = many([c for c, _ in prompts]) if many is not None else (self.detector.detect(c) for c, _ in prompts)
+        for pi, ((caption, filt), out) in enumerate(zip(prompts, outs)):
             scores = R.box_scores(out.token_probs)
             areas = R.box_areas(out.boxes)
             ok_score = R.score_mask(scores, g.box_threshold)
