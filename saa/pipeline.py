@@ -31,7 +31,7 @@ import torch
 from . import regularization as R
 from .prediction import DROP_AREA, DROP_PHRASE, DROP_TOP_K, Candidate, Prediction  # noqa: F401
 from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
-from .saliency.bank import CrossImageBank, FeatureStore
+from .saliency.bank import CrossImageBank, FeatureStore, scores_against
 from .saliency.cross import combine as combine_saliency
 from .image_io import as_rgb_uint8, read_rgb
 from .saliency.prompt import SaliencyResult, visual_saliency
@@ -230,11 +230,8 @@ class SAAPipeline:
                         tr: Optional[dict]) -> SaliencyResult:
         """Combine the single-image saliency with the cross-image score map (at the image size).
         ``feats``: this image's pass-1 features (:meth:`saliency_features`; given with ``others``)."""
-        grid = None
-        if others is not None:
-            grid = others.scores(index, query=feats) if index is not None else others.scores_for(feats)
+        grid, got = scores_against(others, index, feats)
         if grid is None:
-            got = "none were given" if others is None else f"the bank holds {len(others)} image(s)"
             note = (f"cross-image saliency needs other images of the category ({got}); "
                     "used the single-image saliency alone")
             log.warning(note)

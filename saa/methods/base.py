@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
@@ -43,10 +44,11 @@ def reference_set_id(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, keys))).encode("utf-8")).hexdigest()
 
 
-class Method:
+class Method(ABC):
     """Base class of the methods. Subclasses set :attr:`name` and implement :meth:`predict` and
-    :meth:`fingerprint`; a method with references also :meth:`reference_features` and
-    :meth:`bank_settings`."""
+    :meth:`fingerprint` (abstract: a class without them cannot be instantiated); a method whose
+    :attr:`needs_references` is true also implements :meth:`reference_features` (and may change
+    :meth:`bank_settings`, whose default is the k = 1 nearest search over all other images)."""
 
     #: registry name (``saa run --method NAME``)
     name: ClassVar[str] = ""
@@ -80,21 +82,25 @@ class Method:
         return []
 
     # -- what it computes ---------------------------------------------------------------------
+    @abstractmethod
     def fingerprint(self, category: str, references: Optional[Sequence[str]] = None) -> str:
-        raise NotImplementedError
+        """Hash of every setting that changes this method's maps, and of ``references`` (the
+        category's image set, see :func:`saa.run.engine.reference_ids`) when the method uses them."""
 
     def reference_features(self, rgb: np.ndarray):
-        """Pass 1: the features of one image that the other images are compared with."""
-        raise NotImplementedError(f"method {self.name!r} does not use reference images")
+        """Pass 1: the unit feature grid (C, h, w) of one image that the other images are compared
+        with. Only called when :attr:`needs_references` is true; a method saying so must define it."""
+        raise TypeError(f"method {self.name!r} needs reference images but defines no reference_features()")
 
     def bank_settings(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~saa.saliency.bank.CrossImageBank` for this method."""
-        raise NotImplementedError(f"method {self.name!r} does not use reference images")
+        """Keyword arguments of :class:`~saa.saliency.bank.CrossImageBank` for this method
+        (default: the bank's own, the single nearest position over all other images)."""
+        return {}
 
+    @abstractmethod
     def predict(self, rgb: np.ndarray, category: str, *, bank=None, index: Optional[int] = None) -> Prediction:
         """One image -> :class:`Prediction`. ``bank`` / ``index``: the category's reference bank
         and this image's place in it (None: the image is not in the bank)."""
-        raise NotImplementedError
 
     # -- reference banks (the same for every method) ------------------------------------------
     def bank_from_features(self, features: Sequence, keys: Optional[Sequence[str]] = None):

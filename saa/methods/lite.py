@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config import SaaConfig
 from ..prediction import Prediction
+from ..saliency.bank import scores_against
 from . import register_method
 from .base import Method, hash_of, reference_set_id
 
@@ -100,11 +101,8 @@ class LiteMethod(Method):
 
         t0 = time.perf_counter()
         notes: list[str] = []
-        cross = None
-        if bank is not None:
-            cross = bank.scores(index) if index is not None else bank.scores_for(self.reference_features(rgb))
+        cross, got = scores_against(bank, index, lambda: self.reference_features(rgb))
         if cross is None:
-            got = "none were given" if bank is None else f"the reference set holds {len(bank)} image(s)"
             note = (f"lite compares each image with the other images of its category ({got}); "
                     "used single-image (nearest) saliency instead")
             log.warning(note)

@@ -70,7 +70,8 @@ def _forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pos
                    "past_key_values": past_key_values}
     bad = [k for k, v in unsupported.items() if v is not None]
     if bad or self.config.is_decoder or output_attentions or output_hidden_states:
-        raise NotImplementedError(f"saa's transformers-5 BERT wrapper runs the encoder only (got {bad or 'decoder options'})")
+        # groundingdino never passes these; refuse rather than silently ignore them
+        raise ValueError(f"saa's transformers-5 BERT wrapper runs the encoder only (got {bad or 'decoder options'})")
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("give exactly one of input_ids / inputs_embeds")
     shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]

@@ -85,7 +85,18 @@ def _find_config(path: Path) -> Path:
     return require_file(path, "Grounding DINO config")
 
 
-class GroundingDetector:
+class TokenCache:
+    """Token ids of a caption, computed once per caption (``self.tokenizer``, ``self._token_cache``)."""
+
+    def tokenize(self, caption: str) -> list[int]:
+        ids = self._token_cache.get(caption)
+        if ids is None:
+            ids = list(self.tokenizer(caption)["input_ids"])
+            self._token_cache[caption] = ids
+        return ids
+
+
+class GroundingDetector(TokenCache):
     """Grounding DINO loaded from local files, with the image features cached per image."""
 
     def __init__(self, config: str | Path, checkpoint: str | Path, text_encoder: str | Path,
@@ -186,12 +197,6 @@ class GroundingDetector:
     def reset_image(self) -> None:
         self._srcs = self._masks = self._poss = self._image = None
 
-    def tokenize(self, caption: str) -> list[int]:
-        ids = self._token_cache.get(caption)
-        if ids is None:
-            ids = list(self.tokenizer(caption)["input_ids"])
-            self._token_cache[caption] = ids
-        return ids
 
     @torch.no_grad()
     def encode_text(self, caption: str) -> dict:

@@ -40,7 +40,7 @@ import torch
 
 from ..errors import CheckpointError
 from .checkpoints import load_state_dict, require_dir, require_file
-from .grounding import IMAGENET_MEAN, IMAGENET_STD, DetectorOutput, normalize_caption
+from .grounding import IMAGENET_MEAN, IMAGENET_STD, DetectorOutput, TokenCache, normalize_caption
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ class _CachedBackbone(torch.nn.Module):
                 [p.expand(b, *p.shape[1:]) for p in pos])
 
 
-class HFGroundingDetector:
+class HFGroundingDetector(TokenCache):
     """Grounding DINO (transformers) with the image backbone cached per image."""
 
     backend = "transformers"
@@ -437,12 +437,6 @@ class HFGroundingDetector:
         self._backbone.cached = None
         self._image = None
 
-    def tokenize(self, caption: str) -> list[int]:
-        ids = self._token_cache.get(caption)
-        if ids is None:
-            ids = list(self.tokenizer(caption)["input_ids"])
-            self._token_cache[caption] = ids
-        return ids
 
     @torch.no_grad()
     def detect_many(self, captions: Iterable[str]) -> list[DetectorOutput]:

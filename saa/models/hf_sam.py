@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError
 from .checkpoints import load_state_dict, require_file
+from .sam import MaskUpscaling
 
 __all__ = ["VARIANTS", "hf_sam_config", "convert_sam_state_dict", "load_hf_sam", "HFBoxRefiner"]
 
@@ -169,7 +170,7 @@ def load_hf_sam(checkpoint: str | Path, variant: str = "sam", device: torch.devi
 
 
 # ================================================================ refiner
-class HFBoxRefiner:
+class HFBoxRefiner(MaskUpscaling):
     """transformers SAM / SAM-HQ / SAM 2 predictor: one image embedding per image, a batch of
     boxes per call (the interface of :class:`saa.models.sam.BoxRefiner`)."""
 
@@ -245,10 +246,6 @@ class HFBoxRefiner:
             out = self.model(image_embeddings=self._emb, input_boxes=boxes, multimask_output=False)
         return out.pred_masks[0][:, :1].float()
 
-    def chunk_size(self, budget_bytes: int = 256 << 20) -> int:
-        h, w = self._size
-        return max(1, budget_bytes // max(1, 4 * h * w))
-
     @torch.no_grad()
     def upscale(self, low: torch.Tensor) -> np.ndarray:
         """Low-resolution logits -> boolean masks (n, H, W) at the original size (logits > 0)."""
@@ -260,13 +257,3 @@ class HFBoxRefiner:
             m = m[..., :self._input_size[0], :self._input_size[1]]
             m = F.interpolate(m, self._size, mode="bilinear", align_corners=False)
         return (m > self.mask_threshold).squeeze(1).cpu().numpy()
-
-    def masks(self, boxes_xyxy: torch.Tensor) -> np.ndarray:
-        if self._size is None:
-            raise RuntimeError("HFBoxRefiner.masks called before set_image")
-        h, w = self._size
-        if len(boxes_xyxy) == 0:
-            return np.zeros((0, h, w), dtype=bool)
-        low = self.low_res_logits(boxes_xyxy)
-        step = self.chunk_size()
-        return np.concatenate([self.upscale(low[i:i + step]) for i in range(0, len(low), step)])

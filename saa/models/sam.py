@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -135,7 +137,30 @@ def load_sam(checkpoint: str | Path, device: torch.device | str = "cpu"):
     return sam.to(device), arch
 
 
-class BoxRefiner:
+class MaskUpscaling:
+    """What every box refiner shares: full-size masks made a chunk at a time from the low-resolution
+    logits (subclasses set ``_size`` in ``set_image`` and provide ``low_res_logits`` / ``upscale``)."""
+
+    _size: Optional[tuple[int, int]] = None
+
+    def chunk_size(self, budget_bytes: int = 256 << 20) -> int:
+        """How many masks to upsample at once so the float32 full-size logits stay within budget."""
+        h, w = self._size
+        return max(1, budget_bytes // max(1, 4 * h * w))
+
+    def masks(self, boxes_xyxy: torch.Tensor) -> np.ndarray:
+        """Boolean masks (N, H, W) at the original resolution, one per pixel box."""
+        if self._size is None:
+            raise RuntimeError(f"{type(self).__name__}.masks called before set_image")
+        h, w = self._size
+        if len(boxes_xyxy) == 0:
+            return np.zeros((0, h, w), dtype=bool)
+        low = self.low_res_logits(boxes_xyxy)
+        step = self.chunk_size()
+        return np.concatenate([self.upscale(low[i:i + step]) for i in range(0, len(low), step)])
+
+
+class BoxRefiner(MaskUpscaling):
     """SAM predictor: one image embedding per image, a batch of boxes per call."""
 
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu"):
@@ -172,10 +197,6 @@ class BoxRefiner:
         )
         return low
 
-    def chunk_size(self, budget_bytes: int = 256 << 20) -> int:
-        """How many masks to upsample at once so the float32 full-size logits stay within budget."""
-        h, w = self._size
-        return max(1, budget_bytes // max(1, 4 * h * w))
 
     @torch.no_grad()
     def upscale(self, low: torch.Tensor) -> np.ndarray:
@@ -184,13 +205,3 @@ class BoxRefiner:
         m = self.model.postprocess_masks(low, self.predictor.input_size, self.predictor.original_size)
         return (m > self.model.mask_threshold).squeeze(1).cpu().numpy()
 
-    def masks(self, boxes_xyxy: torch.Tensor) -> np.ndarray:
-        """Boolean masks (N, H, W) at the original resolution, one per pixel box."""
-        if self._size is None:
-            raise RuntimeError("BoxRefiner.masks called before set_image")
-        h, w = self._size
-        if len(boxes_xyxy) == 0:
-            return np.zeros((0, h, w), dtype=bool)
-        low = self.low_res_logits(boxes_xyxy)
-        step = self.chunk_size()
-        return np.concatenate([self.upscale(low[i:i + step]) for i in range(0, len(low), step)])

@@ -41,10 +41,12 @@ class CategoryRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def reference_ids(samples: list[Sample]) -> list[str]:
+def reference_ids(samples: list[Sample], sources: Optional[list[str]] = None) -> list[str]:
     """The identity of a category's image set: each key with its file's size and mtime (a map that
-    depends on the others is recomputed when any of them is added, removed or replaced)."""
-    return [f"{s.key}\t{source_token(s.image_path)}" for s in samples]
+    depends on the others is recomputed when any of them is added, removed or replaced).
+    ``sources``: the files' :func:`saa.results.source_token` if already known."""
+    sources = sources if sources is not None else [source_token(s.image_path) for s in samples]
+    return [f"{s.key}\t{src}" for s, src in zip(samples, sources)]
 
 
 def distributed_context():
@@ -75,7 +77,7 @@ class _Category:
         self.sources = [source_token(s.image_path) for s in self.samples]
         self.out_size = int(method.config.out_size)
         self.refs = bool(method.needs_references)
-        self.fingerprint = method.fingerprint(category, reference_ids(self.samples) if self.refs else None)
+        self.fingerprint = method.fingerprint(category, reference_ids(self.samples, self.sources) if self.refs else None)
         self.store.maps_dir.mkdir(parents=True, exist_ok=True)
 
     def stored(self, i: int) -> Optional[ImageResult]:
@@ -129,9 +131,17 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: ResultSt
     tag = "" if world == 1 else f" [rank {rank}/{world}]"
 
     bank = None
+    known: dict[int, ImageResult] = {}  # results already read by the check below (not read twice)
     if cat.refs:
-        # every process sees the same files here: maps of the category are written after the barrier
-        need = any(cat.stored(i) is None for i in range(len(cat.samples)))
+        # every process sees the same files here: maps of the category are written after the barrier.
+        # A shard (collect=False) stops at the first missing map; an evaluation keeps what it read.
+        if collect:
+            found = {i: cat.stored(i) for i in range(len(cat.samples))}
+            need = any(r is None for r in found.values())
+            shard = set(mine)
+            known = {i: r for i, r in found.items() if r is not None and i in shard}
+        else:
+            need = any(cat.stored(i) is None for i in range(len(cat.samples)))
         t0 = time.perf_counter()
         if need:
             run.features_computed = cat.pass_one(mine, progress, f"{category} features{tag}")
@@ -141,7 +151,7 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: ResultSt
             run.seconds["cross_features"] = time.perf_counter() - t0
 
     def fetch(i: int):
-        res = cat.stored(i)
+        res = known.pop(i, None) or cat.stored(i)
         return (res, None) if res is not None else (None, read_rgb(cat.samples[i].image_path))
 
     t_predict = 0.0

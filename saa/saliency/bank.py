@@ -55,7 +55,8 @@ from .cross import (AGGREGATES, FeatureLike, _as_grid, combine_saliency, global_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CrossImageBank", "FeatureStore", "knn_scores", "combine_saliency", "SALIENCY_COMBINE_RULES"]
+__all__ = ["CrossImageBank", "FeatureStore", "knn_scores", "combine_saliency", "SALIENCY_COMBINE_RULES",
+           "scores_against"]
 
 #: How the pipeline may join the single-image saliency map and the cross-image score map
 #: (the rules of :func:`saa.saliency.cross.combine`).
@@ -201,3 +202,18 @@ class CrossImageBank:
         desc = torch.cat([self.descriptors, global_descriptors([g])]) if self.subset == "similar" else None
         idx = select_others(n + 1, n, self.max_others, self.subset, desc)
         return self._score(g, idx)
+
+
+def scores_against(bank: Optional["CrossImageBank"], index: Optional[int],
+                   query=None) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """One image's cross-image score grid against ``bank``, for every method: ``index`` is its place
+    in the bank (``query``: its features if already loaded), or None for an image outside the bank
+    (``query``: its features, or a function that makes them, called only then). Returns
+    ``(grid, None)``, or ``(None, why)`` when there is nothing to compare with."""
+    if bank is None:
+        return None, "none were given"
+    if index is not None:
+        grid = bank.scores(index, query=None if callable(query) else query)
+    else:
+        grid = bank.scores_for(query() if callable(query) else query)
+    return (grid, None) if grid is not None else (None, f"the bank holds {len(bank)} image(s)")
