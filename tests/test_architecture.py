@@ -1,5 +1,5 @@
 """The architecture holds: the layer contracts and the no-cycle contract of pyproject.toml
-(import-linter, function-level imports included), and the module table of the README matches
+(import-linter, function-level imports included), and the module table of docs/architecture.md matches
 the package."""
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ def test_import_contracts_are_kept():
     assert "2 kept, 0 broken" in r.stdout, r.stdout[-2000:]
 
 
-def test_readme_module_table_matches_the_package():
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def test_module_table_matches_the_package():
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(saa/[\w/]+\.py)`", section))
     modules = {str(p.relative_to(REPO)) for p in (REPO / "saa").rglob("*.py") if p.name != "__init__.py"}
-    assert modules - named == set(), f"modules the README table leaves out: {sorted(modules - named)}"
-    assert named - modules == set(), f"README names modules that do not exist: {sorted(named - modules)}"
+    assert modules - named == set(), f"modules the docs/architecture.md table leaves out: {sorted(modules - named)}"
+    assert named - modules == set(), f"docs/architecture.md names modules that do not exist: {sorted(named - modules)}"
