@@ -93,23 +93,36 @@ def test_guide_yaml_is_the_example_config():
     assert set(table) == set(FolderDataset.option_defaults) | {"eval_size"}
 
 
+def test_example_leaves_the_tiny_models_unchanged(tmp_path):
+    """saa.testing builds the tiny BERT vocabulary from the words of configs/*.yaml: the example uses
+    only words the benchmark configs have, so the tiny models every other test uses stay the same."""
+    from saa.testing import build_vocab
+
+    others = tmp_path / "configs"
+    others.mkdir()
+    for p in (REPO / "configs").glob("*.yaml"):
+        if p != EXAMPLE:
+            (others / p.name).write_text(p.read_text())
+    assert build_vocab() == build_vocab(configs_dir=others)
+
+
 def test_guide_example_runs_lite_from_its_folder(tmp_path):
     """As the guide says: my_parts/ in the current directory, `saa run <example> --method lite`."""
     make_my_parts(tmp_path / "my_parts")
     r = run_cli("prepare", "check", "--config", str(EXAMPLE), "--decode", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "bracket: 7 images (3 normal, 4 anomalous), 4 masks; types: broken_large, contamination, good" in r.stdout
+    assert "metal_part: 7 images (3 normal, 4 anomalous), 4 masks; types: broken_large, contamination, good" in r.stdout
 
     r = run_cli("run", str(EXAMPLE), "--method", "lite", "--device", "cpu", "--out", "out", "--no-progress",
                 cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    cat = result["categories"]["bracket"]
+    cat = result["categories"]["metal_part"]
     assert cat["counts"] == {"images": 7, "normal": 3, "anomalous": 4, "unlabelled": 0}
     m = cat["metrics"]
     assert m["image_auroc"] == 100.0  # real features: the broken / contaminated bottles score above the good ones
     assert m["pixel_auroc"] is not None and 50 < m["pixel_auroc"] <= 100  # masks were read: pixel metrics exist
-    rows = (tmp_path / "out" / "bracket" / "scores.csv").read_text().splitlines()
+    rows = (tmp_path / "out" / "metal_part" / "scores.csv").read_text().splitlines()
     labels = {line.split(",")[0]: line.split(",")[1] for line in rows[1:]}
     assert labels == {"broken_large/broke000": "1", "broken_large/broke003": "1", "contamination/conta000": "1",
                       "contamination/conta003": "1", "good/000": "0", "good/002": "0", "good/004": "0"}
@@ -132,7 +145,7 @@ def test_guide_mixed_folder_example(tmp_path):
     add_strays(root / "mixed")
     options, _ = split_dataset_options(cfg.dataset.options)
     ds = build_dataset(cfg.dataset.kind, root, **options)
-    samples = {s.stem: s for s in ds.samples("bracket")}
+    samples = {s.stem: s for s in ds.samples("metal_part")}
     assert {k: s.label for k, s in samples.items()} == {"a1": 1, "a2": 0, "a3": 0, "a4": 1}
     assert samples["a3"].mask_path is None and samples["a2"].mask_path == root / "masks" / "a2_mask.png"
     assert {s.defect_type for s in samples.values()} == {"mixed"}  # keys do not change with the label
@@ -141,8 +154,8 @@ def test_guide_mixed_folder_example(tmp_path):
     (tmp_path / "mixed.yaml").write_text(cfg.to_yaml())
     r = run_cli("prepare", "check", "--config", "mixed.yaml", "--check-sizes", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "bracket: 4 images (2 normal, 2 anomalous), 3 masks; types: mixed" in r.stdout
-    assert ("bracket: 4 images of image_dirs labelled by their masks: 2 defective (a non-zero mask pixel), "
+    assert "metal_part: 4 images (2 normal, 2 anomalous), 3 masks; types: mixed" in r.stdout
+    assert ("metal_part: 4 images of image_dirs labelled by their masks: 2 defective (a non-zero mask pixel), "
             "1 good with an all-zero mask, 1 good without a mask file") in r.stdout
 
 
