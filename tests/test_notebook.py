@@ -23,6 +23,13 @@ NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 pytestmark = pytest.mark.allow_localhost
 
 
+@pytest.fixture(autouse=True)
+def _jupyter_dirs(tmp_path, monkeypatch):
+    """Connection files and the IPython profile in the test's folder, not in the home folder."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+
+
 def read_notebook():
     return nbformat.read(NOTEBOOK, as_version=4)
 
@@ -34,7 +41,8 @@ def execute(nb, cwd: Path, extra_settings: str | None = None):
         i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
         nb.cells.insert(i + 1, nbformat.v4.new_code_cell(extra_settings))
     nb.cells.append(nbformat.v4.new_code_cell("import sys, saa; print('KERNEL', sys.executable, saa.__file__)"))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(nb, timeout=300, startup_timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(cwd)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.outputs if o.output_type == "stream")
     images = []
