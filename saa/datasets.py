@@ -709,6 +709,8 @@ class FolderDataset(AnomalyDataset):
                 rel = d.relative_to(self.root).as_posix()
             except ValueError:
                 rel = d.as_posix().lstrip("/")
+            if rel in ("", "."):  # the root itself (image_dirs: ".")
+                rel = d.resolve().name or "root"
             out.append(re.sub(r"[^A-Za-z0-9._-]+", "_", rel))
         return out
 
