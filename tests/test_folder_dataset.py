@@ -80,6 +80,9 @@ def test_guide_yaml_is_the_example_config():
     assert len(blocks) >= 2, "the guide lost its YAML examples"
     assert blocks[0] == EXAMPLE.read_text(encoding="utf-8"), \
         "docs/your_own_parts.md must reproduce configs/folder_example.yaml exactly"
+    readme = yaml_blocks(REPO / "README.md")
+    assert EXAMPLE.read_text(encoding="utf-8") in readme, \
+        "the README's 'Your own parts' must reproduce configs/folder_example.yaml exactly"
     cfg = load_config(EXAMPLE)
     assert cfg.dataset.kind == "folder"
     opts = cfg.dataset.options
