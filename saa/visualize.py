@@ -152,8 +152,10 @@ def banner(strip: np.ndarray, text: str, color: tuple[int, int, int] = NEUTRAL_C
     """``strip`` with a white band above it holding ``text`` in ``color``."""
     w = strip.shape[1]
     top = np.full((height, w, 3), 255, np.uint8)
-    cv2.putText(top, text[: max(8, w // 8)], (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.55, color, 2 if
-                color != NEUTRAL_COLOR else 1, cv2.LINE_AA)
+    size = 0.55 * height / 26
+    cv2.putText(top, text[: max(8, int(w // (8 * height / 26)))], (6, height - int(8 * height / 26)),
+                cv2.FONT_HERSHEY_SIMPLEX, size, color, max(1, int(round(size * (2 if color != NEUTRAL_COLOR else 1)))),
+                cv2.LINE_AA)
     return np.vstack([top, strip])
 
 
@@ -316,6 +318,16 @@ def compose(panels: dict[str, np.ndarray], height: int = 256, gap: int = 4,
     for t in tiles[1:]:
         row += [sep, t]
     return np.hstack(row)
+
+
+def with_colorbar(img: np.ndarray, scale: MapScale, text: str = "", verdict: Optional[str] = None) -> np.ndarray:
+    """``img`` (a heat overlay on ``scale``) with its colour bar on the right, sized to the image, and
+    ``text`` above it in the verdict's colour (for single pictures such as the web UI's)."""
+    h = img.shape[0]
+    bar = colorbar(256, scale)
+    bar = cv2.resize(bar, (max(1, int(round(bar.shape[1] * h / 256))), h), interpolation=cv2.INTER_AREA)
+    out = np.hstack([np.ascontiguousarray(img), bar])
+    return banner(out, text, verdict_color(verdict), height=max(26, h // 12)) if text else out
 
 
 def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray] = None,
