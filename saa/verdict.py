@@ -132,9 +132,10 @@ def _finite_or_none(value, what: str, where: str) -> Optional[float]:
     return float(value)
 
 
-def load_decision(run_dir, category: str) -> Decision:
+def load_decision(run_dir, category: str, missing_ok: bool = False) -> Optional[Decision]:
     """The recorded decision of ``category`` in ``run_dir/metrics.json``; a one-line
-    :class:`SaaError` naming the file and the problem otherwise."""
+    :class:`SaaError` naming the file and the problem otherwise (``missing_ok``: None when the run
+    has no such category)."""
     run = Path(run_dir)
     mpath = run / "metrics.json" if run.is_dir() or not run.suffix == ".json" else run
     if not mpath.is_file():
@@ -147,6 +148,8 @@ def load_decision(run_dir, category: str) -> Decision:
     if not isinstance(cats, dict):
         raise SaaError(f"{mpath}: not a metrics file of `saa run` (no categories)")
     if category not in cats:
+        if missing_ok:
+            return None
         raise SaaError(f"{mpath}: no category {category!r} in this run (it has: {', '.join(cats) or 'none'})")
     where = f"{mpath} [{category}]"
     info = cats[category]

@@ -178,6 +178,15 @@ def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path
     colour = V.DEFECT_COLOR if rows[0]["verdict"] == "DEFECT" else V.OK_COLOR
     assert (np.abs(panel[:26].astype(int) - colour).sum(axis=-1) < 60).sum() > 20
 
+    # saa demo takes the verdicts of the run's categories and says which category has none
+    capsys.readouterr()
+    assert main(["-q", "demo", "--method", "lite", "--thresholds-from", str(run), "--out", str(tmp_path / "demo")]
+                + sets(tmp_path)) == 0
+    said = capsys.readouterr().out
+    assert "hazelnut: no verdict (the run in" in said
+    assert all(("[bottle]: DEFECT" in line or "[bottle]: OK" in line) for line in said.splitlines() if "[bottle]" in line)
+    assert "[bottle]: " in said
+
     # --threshold replaces the image threshold on the run's scale
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite", "--out",
                  str(tmp_path / "p2"), "--thresholds-from", str(run), "--threshold", "2", *imgs] + sets(tmp_path)) == 0

@@ -82,9 +82,18 @@ def run(args) -> int:
     decisions = {}
     if args.thresholds_from:  # checked before any model loads
         for cat in groups:
-            d = load_decision(args.thresholds_from, cat)
+            d = load_decision(args.thresholds_from, cat, missing_ok=True)
+            if d is None:
+                notes.append(f"{cat}: no verdict (the run in {args.thresholds_from} has no category {cat})")
+                print(notes[-1])
+                continue
             d.check_method(meth.name, meth.fingerprint(cat, None), int(cfg.out_size))
             decisions[cat] = d
+        if decisions and meth.needs_references:
+            notes.append(f"method {meth.name} scores each image against the other images of its category given "
+                         "here; the run's thresholds were set on the run's image set, so these verdicts hold only "
+                         "for a set like it (see docs/verdicts.md, Limits)")
+            print("note: " + notes[-1])
     sections = []
     meth.load()
     for cat, paths in groups.items():
