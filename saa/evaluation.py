@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from .config import SaaConfig
+from .config import MAX_EVAL_SIZE, SaaConfig
 from .errors import ConfigError
 from .metrics import compute_all, image_metrics, normalize_maps, normalize_with
 
@@ -144,8 +144,8 @@ class Normalisation:
             n = cls(int(d["eval_size"]), float(d["lo"]), float(d["hi"]), bool(d.get("constant", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"normalisation record incomplete or not numbers ({e})") from None
-        if n.eval_size < 1 or not (math.isfinite(n.lo) and math.isfinite(n.hi)):
-            raise ValueError("normalisation record out of range")
+        if not 1 <= n.eval_size <= MAX_EVAL_SIZE or not (math.isfinite(n.lo) and math.isfinite(n.hi)):
+            raise ValueError(f"normalisation record out of range (eval_size {n.eval_size}, lo {n.lo}, hi {n.hi})")
         return n
 
 

@@ -226,6 +226,14 @@ def test_thresholds_from_refuses_what_does_not_match(tmp_path, capsys, grey):
     (old / "metrics.json").write_text(json.dumps(m))
     assert "no thresholds recorded" in err("--category", "bottle", "--method", "toy_grey",
                                            "--thresholds-from", str(old), img)
+    # a hand-edited record: one line naming the file and the field
+    for bad, said in (({"image_threshold": "high"}, "image_threshold is 'high', not a number"),
+                      ({"normalisation": {"eval_size": 10 ** 9, "lo": 0, "hi": 1}}, "out of range"),
+                      ({"normalisation": [1, 2]}, "normalisation record incomplete")):
+        m = json.loads((run / "metrics.json").read_text())
+        m["categories"]["bottle"]["decision"].update(bad)
+        (old / "metrics.json").write_text(json.dumps(m))
+        assert said in err("--category", "bottle", "--method", "toy_grey", "--thresholds-from", str(old), img)
     assert not (tmp_path / "p").exists()  # refused before anything was written
 
 

@@ -163,7 +163,9 @@ def run(args) -> int:
             stem = unique_stem(path, stems)
             pred = method.predict(rgb, args.category, bank=bank, index=i if bank is not None else None)
             write_prediction(out, stem, path, rgb, pred, None)
-            done.append({"path": path, "stem": stem, "pred": _light(pred), "hw": rgb.shape[:2]})
+            amap = np.asarray(pred.anomaly_map)
+            done.append({"path": path, "stem": stem, "pred": _light(pred), "hw": rgb.shape[:2],
+                         "range": (float(amap.min()), float(amap.max())) if amap.size else (0.0, 0.0)})
     if done:
         if decision is not None and decision.normalisation is not None and method.needs_references:
             print(f"note: method {method.name} scores each image against the other images given ({len(done)} here); "
@@ -197,19 +199,18 @@ def decide_and_draw(out: Path, done: list[dict], decision, panels, save_masks: b
     from ..verdict import mask_png, predicted_mask
     from ..visualize import MapScale, prediction_overlay, prediction_panels
 
-    maps = {d["stem"]: np.load(out / f"{d['stem']}.npy") for d in done}
     norm = decision.normalisation if decision is not None else None
     if norm is not None:
         scale = MapScale(0.0, 1.0, "normalised")
-    else:
-        scale = MapScale.of(list(maps.values()), "raw")
+    else:  # the joint range of the call's raw maps (each map is read again below, one at a time)
+        scale = MapScale(min(d["range"][0] for d in done), max(d["range"][1] for d in done), "raw")
     rows = []
     for d in done:
         stem, pred, path = d["stem"], d["pred"], d["path"]
         raw_score = float(pred.score)
-        shown, mask = maps[stem], None
+        shown, mask = np.load(out / f"{stem}.npy"), None
         if norm is not None:
-            nm, sc = norm.apply([maps[stem]])
+            nm, sc = norm.apply([shown])
             shown, score = nm[0], float(sc[0])
             mask = predicted_mask(shown, decision.pixel_threshold, d["hw"])
         else:
