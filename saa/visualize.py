@@ -95,9 +95,11 @@ def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
     out[top:top + n, 2:2 + bar_w] = _jet(ramp)
     cv2.rectangle(out, (2, top), (1 + bar_w, top + n - 1), (0, 0, 0), 1)
     lo, hi = float(scale.vmin), float(scale.vmax)
+    tick_ys = []
     for i in range(ticks):
         f = i / (ticks - 1)
         y = int(round(top + (1 - f) * (n - 1)))
+        tick_ys.append(y)
         cv2.line(out, (2 + bar_w, y), (5 + bar_w, y), (0, 0, 0), 1)
         cv2.putText(out, _fmt(lo + f * (hi - lo)), (7 + bar_w, min(height - 18, max(10, y + 4))),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
@@ -105,7 +107,7 @@ def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
         if hi > lo and lo <= value <= hi:
             y = int(round(top + (1 - (value - lo) / (hi - lo)) * (n - 1)))
             cv2.line(out, (0, y), (3 + bar_w, y), PREDICTED_COLOR, 2)
-            if text:
+            if text and all(abs(y - t) > 10 for t in tick_ys):  # never over a number of the scale
                 cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
                             PREDICTED_COLOR, 1, cv2.LINE_AA)
     if scale.label:
