@@ -362,3 +362,22 @@ def test_demo_draws_a_category_on_one_scale(tmp_path, monkeypatch):
     assert len(scales) == 2  # one per category
     want = (min(float(m.min()) for m in hazel), max(float(m.max()) for m in hazel))
     assert any((s.vmin, s.vmax) == pytest.approx(want) for s in scales)
+
+
+def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, capsys):
+    from test_evaluator import make_visa_challenge
+
+    data = make_visa_challenge(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["-q", "run", str(REPO / "configs" / "visa_challenge.yaml"), "--data-root", str(data), "--out", str(run),
+                 "--no-progress", "--method", "lite", "--save-masks", "--categories", "pcb1"] + sets(tmp_path)) == 0
+    info = json.loads((run / "metrics.json").read_text())["categories"]["pcb1"]
+    assert "decision" not in info and "verdicts" not in info
+    assert any("no predicted masks written" in n for n in info["notes"])
+    assert not (run / "pcb1" / "masks").exists()
+    assert {r["verdict"] for r in read_csv(run / "pcb1" / "scores.csv")} == {""}
+    capsys.readouterr()
+    assert main(["-q", "predict", "--config", str(REPO / "configs" / "visa_challenge.yaml"), "--category", "pcb1",
+                 "--method", "lite", "--out", str(tmp_path / "p"), "--thresholds-from", str(run),
+                 str(next((data / "Test" / "pcb1" / "Images").iterdir()))] + sets(tmp_path)) == 1
+    assert "no thresholds recorded (the run's test set is unlabelled)" in capsys.readouterr().err

@@ -237,7 +237,7 @@ def decide_and_draw(out: Path, done: list[dict], decision, panels, save_masks: b
                 threshold=threshold, defect_mask=mask, saliency=sal,
                 pixel_threshold=decision.pixel_threshold if decision is not None else None))
         shown_thr = "" if threshold is None else (f" {'>=' if verdict == 'DEFECT' else '<'} threshold {threshold:.4g}")
-        label = verdict or "score"
+        label = verdict or "-"
         print(f"{label:<7s} {scale.label} score {score:.4f}{shown_thr}  {path}")
         rows.append({"image": str(path), "stem": stem, "raw_score": repr(raw_score), "score": repr(score),
                      "scale": scale.label, "threshold": "" if threshold is None else repr(float(threshold)),
