@@ -216,6 +216,10 @@ def _prepare(config, out_dir, categories, data_root, device, method, pipeline) -
         overrides.append(f"method={json.dumps(str(method))}")
     config = _with_overrides(config, overrides)
     meth = make_method(config, pipeline)  # an unknown method fails here, before anything is written
+    if pipeline is None:
+        from ..samples import require_model_files
+
+        require_model_files(meth)  # every missing model file at once, before any model loads
     kind, root = config.dataset.kind, config.dataset.root
     if not kind:
         raise ConfigError("the config has no dataset.kind (mvtec, visa_public, visa_challenge, ksdd2, mtd, folder)")
