@@ -888,7 +888,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
     if wd is not None and not wd.startswith("~") and not Path(wd).is_absolute():
         # set with --set: relative to the current directory, fixed now (a run's config.yaml then
         # names the same folder from anywhere)
-        cfg.models.weights_dir = str(Path.cwd() / wd)
+        cfg.models.weights_dir = os.path.normpath(Path.cwd() / wd)
     return cfg
 
 
@@ -900,7 +900,7 @@ def _weights_dir_from_file(data: dict, path: Path) -> dict:
     if not isinstance(wd, str) or not wd.strip() or "\x00" in wd or wd.startswith("~") or Path(wd).is_absolute():
         return data
     base = path.expanduser().resolve().parent
-    return {**data, "models": {**models, "weights_dir": str(base / wd)}}
+    return {**data, "models": {**models, "weights_dir": os.path.normpath(base / wd)}}
 
 
 def config_from_dict(
