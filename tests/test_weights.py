@@ -202,3 +202,26 @@ def test_lite_needs_no_model_file(tmp_path, partial_weights, capsys):
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite",
                  "--out", str(tmp_path / "pred"), "--set", f"models.weights_dir={partial_weights}",
                  "--panels", "none", str(img)]) == 0
+
+
+def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path):
+    """Nothing to compute: a complete run folder is evaluated again where the model files are gone
+    (weights_dir is not part of a map's fingerprint, so every stored map is reused)."""
+    from saa import evaluator as E
+
+    data = make_mvtec(tmp_path / "data")
+    ov = relative_overrides(tiny_models) + ["general_prompts=[]", "out_size=128"]
+    out = tmp_path / "run"
+    first = E.evaluate_run(load_config(MVTEC, ov + [f"models.weights_dir={tiny_models.root}"]), out,
+                           data_root=data, progress=False, print_table=False)
+    assert first["totals"]["computed"] == 3
+    gone = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'gone'}"])
+    again = E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False)
+    assert again["totals"]["reused"] == 3 and again["categories"] == {
+        c: {**v, "seconds": again["categories"][c]["seconds"], "computed": 0, "reused": 3}
+        for c, v in first["categories"].items()}
+    # recomputing needs the files: all of them named at once
+    from saa.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="needs 4 model files"):
+        E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False, resume=False)
