@@ -225,3 +225,30 @@ def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path):
 
     with pytest.raises(CheckpointError, match="needs 4 model files"):
         E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False, resume=False)
+
+
+def test_demo_and_doctor_find_recorded_weights_from_any_folder(tiny_models, tmp_path, monkeypatch, capsys):
+    """The shipped config names the real files; a recorded folder holding files of those names (the
+    tiny ones, linked) is found from an unrelated working folder, so `saa demo` picks the full method."""
+    from saa.samples import choose_method, default_config_path, missing_model_files
+
+    w = tmp_path / "recorded"
+    w.mkdir()
+    for name, target in [("groundingdino_swint_ogc.pth", tiny_models.grounding_checkpoint),
+                         ("GroundingDINO_SwinT_OGC.py", tiny_models.grounding_config),
+                         ("bert-base-uncased", tiny_models.text_encoder),
+                         ("sam_vit_h_4b8939.pth", tiny_models.sam_checkpoint),
+                         ("wide_resnet50_2.pth", tiny_models.saliency_checkpoint)]:
+        (w / name).symlink_to(target)
+    record_weights_dir(w)
+    cwd = tmp_path / "anywhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = load_config(default_config_path())
+    assert missing_model_files(cfg) == []
+    assert choose_method("auto", missing_model_files(cfg)) == "saa"
+    assert cfg.resolve_path(cfg.models.grounding.config) == w / "GroundingDINO_SwinT_OGC.py"
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"1. {w}  [settings file {settings_path()}; exists]" in out
+    assert f"found    {w / 'sam_vit_h_4b8939.pth'}" in out
