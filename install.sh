@@ -197,6 +197,7 @@ curl_reason() {
     35|51|58|60|77|83) echo "TLS / certificate problem (a proxy that rewrites certificates?)" ;;
     18|52|56|92) echo "the connection broke off" ;;
     23) echo "cannot write the file (disk full, or no permission?)" ;;
+    33) echo "the server cannot resume the partial download (delete the .part file and run again)" ;;
     *) echo "curl failed (exit $1)" ;;
   esac
 }
@@ -298,8 +299,13 @@ PY
 }
 
 # hf_files REPO DIR [FILE...]: files of a hub repository into WEIGHTS_DIR/DIR (the named ones, or
-# every file when none are named), one summary row each
+# every file when none are named), one summary row each. A folder left empty is removed (saa would
+# take an empty folder for a model folder that is not there).
 hf_files() {
+  _hf_files "$@"
+  rmdir "$WEIGHTS_DIR/$2" 2>/dev/null || true
+}
+_hf_files() {
   local repo="$1" dir="$2"; shift 2
   local listing err path sha size rc
   echo "==> $dir/: files of $repo ($HF_BASE_URL)"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 __all__ = ["SETTINGS_ENV", "WEIGHTS_DIR_ENV", "REPO_WEIGHTS_DIR", "settings_path", "read_settings",
-           "settings_problem", "record_weights_dir", "weights_dirs", "find_model_file"]
+           "settings_problem", "record_weights_dir", "weights_dirs", "find_model_file", "model_path_exists"]
 
 log = logging.getLogger("saa.settings")
 
@@ -133,12 +133,24 @@ def weights_dirs() -> list[tuple[str, Path]]:
     return out
 
 
+def model_path_exists(path: Union[str, os.PathLike]) -> bool:
+    """A model file, or a model folder with something in it (an empty folder, as a failed download
+    can leave, does not count)."""
+    p = Path(path)
+    if p.is_dir():
+        try:
+            return any(p.iterdir())
+        except OSError:
+            return False
+    return p.exists()
+
+
 def find_model_file(relative: Union[str, os.PathLike]) -> Path:
     """``relative`` under the first of :func:`weights_dirs` that holds it, else under the first."""
     folders = [p for _, p in weights_dirs()]
     for folder in folders:
         candidate = folder / relative
-        if candidate.exists():
+        if model_path_exists(candidate):
             return candidate
     return folders[0] / relative
 

@@ -100,6 +100,7 @@ def test_no_network_every_download_tried_then_summary_exit_3(tmp_path):
     assert f"{weights}/wide_resnet50_2.safetensors\n            <- {CLOSED}/timm/" in out
     assert "exit status 3" in out
     assert not list(weights.glob("*.part"))  # nothing half-written left from refused connections
+    assert not (weights / "bert-base-uncased").exists()  # no empty folder that could pass for the model
     # the folder is recorded in the per-user settings file (under the fake home)
     settings = tmp_path / "home" / ".config" / "saa" / "settings.json"
     assert json.loads(settings.read_text()) == {"weights_dir": str(weights)}
@@ -112,7 +113,8 @@ def test_no_network_every_download_tried_then_summary_exit_3(tmp_path):
     d = subprocess.run([sys.executable, "-m", "saa", "doctor"], env=env, capture_output=True, text=True,
                        cwd=tmp_path / "elsewhere", timeout=120)
     assert d.returncode == 3, d.stdout + d.stderr
-    assert f"MISSING  {weights}/sam_vit_h_4b8939.pth" in d.stdout
+    for name in ("sam_vit_h_4b8939.pth", "bert-base-uncased", "groundingdino_swint_ogc.pth", "wide_resnet50_2.pth"):
+        assert f"MISSING  {weights}/{name}" in d.stdout, name
     assert f"{weights}  [settings file {settings}" in d.stdout
 
 

@@ -105,12 +105,17 @@ def test_lookup_order_env_then_settings_then_repository(tiny_models, tmp_path, m
     assert [p for _, p in cfg.weights_dirs()] == [env_dir, root, REPO_WEIGHTS_DIR]
     assert cfg.resolve_path("sam_tiny.pth") == env_dir / "sam_tiny.pth"
     assert cfg.resolve_path("bert") == root / "bert"
+    # an empty folder (what a failed download can leave) does not hide the real one
+    (env_dir / "bert").mkdir()
+    assert cfg.resolve_path("bert") == root / "bert"
     # a file no folder holds is reported under the first folder
     assert cfg.resolve_path("nowhere.pth") == env_dir / "nowhere.pth"
 
     # a weights_dir the config sets is the only folder: no fall-back to the recorded one
     cfg = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'empty'}"])
     assert len(required_model_files(cfg)) == 4
+    (tmp_path / "empty" / "bert").mkdir(parents=True)
+    assert str(tmp_path / "empty" / "bert") in required_model_files(cfg)  # an empty folder is no model
     assert cfg.resolve_path("sam_tiny.pth") == tmp_path / "empty" / "sam_tiny.pth"
 
 

@@ -67,7 +67,7 @@ def run(args) -> int:
     from ..config import load_config
     from ..methods.saa_plus import model_files
     from ..samples import default_config_path
-    from ..settings import settings_path, settings_problem
+    from ..settings import model_path_exists, settings_path, settings_problem
 
     import saa
 
@@ -96,7 +96,7 @@ def run(args) -> int:
     width = max(len(what) for what, _ in model_files(cfg))
     for what, rel in model_files(cfg):
         path = cfg.resolve_path(rel)
-        found = path.exists()
+        found = model_path_exists(path)
         if not found:
             missing.append(path)
         print(f"  {what:<{width}}  {'found  ' if found else 'MISSING'}  {path}")

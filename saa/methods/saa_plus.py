@@ -61,8 +61,10 @@ def model_files(cfg: SaaConfig) -> list[tuple[str, str]]:
 
 def required_model_files(cfg: SaaConfig) -> list[str]:
     """Model files of SAA+ that ``cfg`` names but that do not exist (resolved paths)."""
+    from ..settings import model_path_exists
+
     paths = [cfg.resolve_path(p) for _, p in model_files(cfg)]
-    return [str(p) for p in paths if not p.exists()]
+    return [str(p) for p in paths if not model_path_exists(p)]
 
 
 @register_method
