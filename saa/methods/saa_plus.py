@@ -55,7 +55,7 @@ def model_files(cfg: SaaConfig) -> list[tuple[str, str]]:
            ("BERT text encoder folder", m.grounding.text_encoder),
            ("SAM checkpoint", m.sam.checkpoint)]
     if not str(m.saliency.checkpoint).startswith("package:"):
-        out.append((f"saliency CNN weights ({m.saliency.backbone})", m.saliency.checkpoint))
+        out.append((f"saliency CNN weights, {m.saliency.backbone}", m.saliency.checkpoint))
     return out
 
 
