@@ -154,6 +154,11 @@ def _find_file(folder: Path, name: str) -> Optional[Path]:
     return matches[0] if matches else None
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _order_categories(found: Iterable[str], known: Sequence[str]) -> list[str]:
     found = set(found)
     return [c for c in known if c in found] + sorted(found - set(known))
@@ -231,6 +236,11 @@ class AnomalyDataset(abc.ABC):
     @abc.abstractmethod
     def _collect(self, category: str) -> list[Sample]:
         """The samples of one category (sorted by the caller)."""
+
+    def label_notes(self, category: str) -> list[str]:
+        """Report lines on how the labels of ``category`` were found (``saa prepare check``), if it
+        is not plain from the layout."""
+        return []
 
     def _category_hint(self, category: str) -> str:
         """Extra text for the 'category missing' error."""
@@ -571,13 +581,19 @@ _GLOB_CHARS = set("*?[")
 
 @register_dataset("folder")
 class FolderDataset(AnomalyDataset):
-    """Your own parts: a folder of normal images, folders of defective images, optional masks.
+    """Your own parts: folders of normal, defective or mixed images, optional masks.
 
     Options (paths relative to the root unless absolute):
-      normal_dir   folder of normal images (defect type ``good``)
-      defect_dirs  a folder, a glob ("defects/*") or a list of them; defect type = folder name
+      normal_dir   folder of normal images (defect type ``good``; their masks are not read)
+      defect_dirs  a folder, a glob ("defects/*") or a list of them: every image is defective;
+                   defect type = folder name
+      image_dirs   the same forms, for folders where normal and defective images are mixed: each
+                   image is labelled by its mask (defective when the mask has a non-zero pixel, good
+                   without a mask file or with an all-zero one); defect type = folder name; needs
+                   ``mask_dir``
       mask_dir     masks matched by image stem, either in ``<mask_dir>/<defect_type>/`` or directly
-                   in ``<mask_dir>/``; file ``<stem><mask_suffix>.<image extension>``
+                   in ``<mask_dir>/``; file ``<stem><mask_suffix>.<image extension>``; it may be an
+                   image folder itself (masks beside the images, told apart by ``mask_suffix``)
       mask_suffix  e.g. "_mask" (default "")
       extensions   image extensions to list (default: all supported)
       category     category name (default: the root folder's name)
@@ -586,6 +602,7 @@ class FolderDataset(AnomalyDataset):
     option_defaults = {
         "normal_dir": None,
         "defect_dirs": None,
+        "image_dirs": None,
         "mask_dir": None,
         "mask_suffix": "",
         "extensions": None,
@@ -594,14 +611,27 @@ class FolderDataset(AnomalyDataset):
 
     def _configure(self) -> None:
         o = self.options
-        if o["normal_dir"] is None and not o["defect_dirs"]:
+        for key in ("normal_dir", "mask_dir"):
+            if o[key] is not None and not isinstance(o[key], (str, os.PathLike)):
+                raise DatasetError(f"dataset kind 'folder': option {key} must be a folder path, "
+                                   f"got {_short(o[key])}")
+        for key in ("defect_dirs", "image_dirs"):
+            self._dir_specs(key)  # type check
+        if o["normal_dir"] is None and not o["defect_dirs"] and not o["image_dirs"]:
             raise DatasetError(
-                "dataset kind 'folder' needs option 'normal_dir' and/or 'defect_dirs' "
+                "dataset kind 'folder' needs option 'normal_dir', 'defect_dirs' and/or 'image_dirs' "
                 f"(folders relative to the root {self.root})\n\nexpected layout (folder):\n{self.expected_layout()}"
+            )
+        if o["image_dirs"] and o["mask_dir"] is None:
+            raise DatasetError(
+                "dataset kind 'folder': option image_dirs labels each image by its mask, so it needs option "
+                "mask_dir (the folder of the masks; it may be the image folder itself, with a mask_suffix)"
             )
         self.extensions = _normalise_extensions(o["extensions"])
         self.category: str = str(o["category"]) if o["category"] else self.root.resolve().name
         self.mask_suffix: str = str(o["mask_suffix"] or "")
+        #: per category, how the images of image_dirs were labelled (for validate_dataset)
+        self._mask_label_counts: dict[str, dict[str, int]] = {}
 
     @property
     def has_masks(self) -> bool:
@@ -611,14 +641,20 @@ class FolderDataset(AnomalyDataset):
         p = Path(os.path.expanduser(os.fspath(p)))
         return p if p.is_absolute() else self.root / p
 
-    def _defect_dirs(self) -> list[Path]:
-        spec = self.options["defect_dirs"]
+    def _dir_specs(self, key: str) -> list[str]:
+        spec = self.options[key]
         if not spec:
             return []
-        items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-        dirs: list[Path] = []
-        for item in items:
-            text = os.fspath(item)
+        items = [spec] if isinstance(spec, (str, os.PathLike)) else spec
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
+            raise DatasetError(f"dataset kind 'folder': option {key} must be a folder, a glob or a list of them, "
+                               f"got {_short(spec)}")
+        return [os.fspath(i) for i in items]
+
+    def _dirs_of(self, key: str, what: str) -> list[tuple[Path, bool]]:
+        """The folders of option ``key``: (folder, found by a glob)."""
+        out: list[tuple[Path, bool]] = []
+        for text in self._dir_specs(key):
             if _GLOB_CHARS & set(text):
                 base = Path(os.path.expanduser(text))
                 if base.is_absolute():
@@ -627,20 +663,41 @@ class FolderDataset(AnomalyDataset):
                     anchor, pattern = self.root, text
                 found = sorted(p for p in anchor.glob(pattern) if p.is_dir() and not _is_hidden(p))
                 if not found:
-                    raise self._error(f"defect_dirs pattern {text!r} matches no folder under", anchor)
-                dirs.extend(found)
+                    raise self._error(f"{key} pattern {text!r} matches no folder under", anchor)
+                out += [(p, True) for p in found]
             else:
                 d = self._resolve(text)
                 if not d.is_dir():
-                    raise self._error("defect folder (option defect_dirs) does not exist", d)
-                dirs.append(d)
-        mask_dir = self._resolve(self.options["mask_dir"]) if self.options["mask_dir"] is not None else None
-        normal = self._resolve(self.options["normal_dir"]) if self.options["normal_dir"] is not None else None
-        uniq: list[Path] = []
-        for d in dirs:
-            if d not in uniq and d != mask_dir and d != normal:
-                uniq.append(d)
-        return uniq
+                    raise self._error(f"{what} folder (option {key}) does not exist", d)
+                out.append((d, False))
+        return out
+
+    def _image_folders(self) -> list[tuple[Path, bool]]:
+        """Folders of defective images (False) and of mixed images labelled by masks (True), in the
+        order given; a glob never picks the mask or normal folder (named folders are kept: masks
+        may lie beside the images)."""
+        o = self.options
+        mask_dir = self._resolve(o["mask_dir"]) if o["mask_dir"] is not None else None
+        normal = self._resolve(o["normal_dir"]) if o["normal_dir"] is not None else None
+        out: list[tuple[Path, bool]] = []
+        seen: dict[Path, str] = {}
+        for key, by_mask in (("defect_dirs", False), ("image_dirs", True)):
+            for d, globbed in self._dirs_of(key, "defect" if key == "defect_dirs" else "image"):
+                if globbed and (d == mask_dir or d == normal):
+                    continue
+                if d == normal:
+                    raise self._error(f"folder is both normal_dir and in {key}", d)
+                if d in seen:
+                    if seen[d] != key:
+                        raise self._error("folder is in both defect_dirs (all defective) and image_dirs "
+                                          "(labelled by masks); list it in one of them", d)
+                    continue
+                if d == mask_dir and not self.mask_suffix:
+                    raise self._error(f"the mask folder is also an image folder (option {key}): set option "
+                                      "mask_suffix (e.g. '_mask') so masks and images can be told apart", d)
+                seen[d] = key
+                out.append((d, by_mask))
+        return out
 
     def _defect_names(self, dirs: list[Path]) -> list[str]:
         names = [d.name for d in dirs]
@@ -652,6 +709,8 @@ class FolderDataset(AnomalyDataset):
                 rel = d.relative_to(self.root).as_posix()
             except ValueError:
                 rel = d.as_posix().lstrip("/")
+            if rel in ("", "."):  # the root itself (image_dirs: ".")
+                rel = d.resolve().name or "root"
             out.append(re.sub(r"[^A-Za-z0-9._-]+", "_", rel))
         return out
 
@@ -675,6 +734,10 @@ class FolderDataset(AnomalyDataset):
                 return m
         return None
 
+    def _mask_places(self, mask_dir: Path, defect_type: str, stem: str) -> str:
+        return (f"{mask_dir / defect_type / (stem + self.mask_suffix)}.png "
+                f"or {mask_dir / (stem + self.mask_suffix)}.png")
+
     def _collect(self, category: str) -> list[Sample]:
         o = self.options
         out: list[Sample] = []
@@ -688,29 +751,59 @@ class FolderDataset(AnomalyDataset):
             mask_dir = self._resolve(o["mask_dir"])
             if not mask_dir.is_dir():
                 raise self._error("mask folder (option mask_dir) does not exist", mask_dir)
-        dirs = self._defect_dirs()
+        folders = self._image_folders()
         index: dict[Path, dict[str, Path]] = {}
-        for d, defect_type in zip(dirs, self._defect_names(dirs)):
+        counts = {"images": 0, "defective": 0, "empty_mask": 0, "no_mask": 0}
+        example = None
+        for (d, by_mask), defect_type in zip(folders, self._defect_names([d for d, _ in folders])):
             for img in _list_images(d, self.extensions):
                 if self.mask_suffix and img.stem.endswith(self.mask_suffix):
                     continue  # masks kept beside the images
                 mask = None
                 if mask_dir is not None:
                     mask = self._find_mask(img, defect_type, mask_dir, index)
-                    if mask is None:
-                        raise self._missing_mask(
-                            img, f"{mask_dir / defect_type / (img.stem + self.mask_suffix)}.png "
-                                 f"or {mask_dir / (img.stem + self.mask_suffix)}.png",
-                        )
-                out.append(Sample(img, mask, 1, defect_type, category))
+                if not by_mask:
+                    if mask_dir is not None and mask is None:
+                        raise self._missing_mask(img, self._mask_places(mask_dir, defect_type, img.stem))
+                    out.append(Sample(img, mask, 1, defect_type, category))
+                    continue
+                counts["images"] += 1
+                example = example or (img, defect_type)
+                if mask is None:
+                    counts["no_mask"] += 1
+                    label = 0
+                else:
+                    label = int(_mask_has_defect(mask, img))
+                    counts["defective" if label else "empty_mask"] += 1
+                out.append(Sample(img, mask, label, defect_type, category))
+        if counts["images"] and counts["no_mask"] == counts["images"]:
+            img, defect_type = example
+            raise self._error(
+                f"none of the {counts['images']} images of image_dirs has a mask, so none could be labelled "
+                f"defective (e.g. {img}: looked for {self._mask_places(mask_dir, defect_type, img.stem)}); "
+                "check options mask_dir and mask_suffix, or list folders of normal images as normal_dir, in",
+                mask_dir,
+            )
+        self._mask_label_counts[category] = counts
         return out
+
+    def label_notes(self, category: str) -> list[str]:
+        self.samples(category)
+        c = self._mask_label_counts.get(category)
+        if not c or not c["images"]:
+            return []
+        return [f"{category}: {c['images']} images of image_dirs labelled by their masks: {c['defective']} defective "
+                f"(a non-zero mask pixel), {c['empty_mask']} good with an all-zero mask, {c['no_mask']} good "
+                "without a mask file"]
 
     def expected_layout(self) -> str:
         return (
             "<root>/<normal_dir>/*.png                        normal images (option normal_dir)\n"
-            "<root>/<defect_dir>/*.png                        defective images (option defect_dirs: list or glob)\n"
-            "<root>/<mask_dir>/[<defect_dir name>/]<stem><mask_suffix>.png   masks (optional option mask_dir)\n"
-            "options: normal_dir, defect_dirs, mask_dir, mask_suffix, extensions, category"
+            "<root>/<defect_dir>/*.png                        defective images (option defect_dirs: folder, list or glob)\n"
+            "<root>/<image_dir>/*.png                         normal and defective mixed, labelled by their masks\n"
+            "                                                 (option image_dirs: folder, list or glob; needs mask_dir)\n"
+            "<root>/<mask_dir>/[<folder name>/]<stem><mask_suffix>.png   masks (option mask_dir; any non-zero pixel = defect)\n"
+            "options: normal_dir, defect_dirs, image_dirs, mask_dir, mask_suffix, extensions, category"
         )
 
 
@@ -961,6 +1054,7 @@ def validate_dataset(
             line += f", {unknown} unlabelled"
         line += f"), {masks} masks; types: {', '.join(types)}"
         lines.append(line)
+        lines += ds.label_notes(cat)
         for i, v in enumerate((len(samples), normal, bad, unknown, masks)):
             totals[i] += v
         if check_sizes or decode:

@@ -11,18 +11,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .config import SaaConfig
+from .config import MAX_EVAL_SIZE, SaaConfig
 from .errors import ConfigError
-from .metrics import compute_all, image_metrics, normalize_maps
+from .metrics import compute_all, image_metrics, normalize_maps, normalize_with
 
 __all__ = ["METRIC_KEYS", "METRIC_LABELS", "EVAL_OPTION_KEYS", "DEFAULT_EVAL_SIZE", "split_dataset_options",
            "eval_size_of", "vand_experiment_of", "resize_maps", "resize_masks", "evaluation_maps", "category_maps",
-           "category_metrics", "mean_metrics", "format_table"]
+           "category_maps_and_scale", "Normalisation", "category_metrics", "category_evaluation", "mean_metrics", "format_table"]
 
 #: Metric keys in table order (values of :func:`saa.metrics.compute_all`).
 METRIC_KEYS = (
@@ -111,22 +112,67 @@ def evaluation_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int)
 CONSTANT_TOLERANCE = 1e-5
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """How a category's maps were put on the scale its metrics (and thresholds) are on: resized to
+    ``eval_size`` (bicubic), then ``(A - lo) / (hi - lo)`` with the ``lo`` / ``hi`` of the resized
+    maps of the whole category; ``constant``: the category's maps were constant (all set to 0).
+
+    :meth:`apply` puts new maps on that same scale (values of a new image may fall outside [0, 1]:
+    above 1 means higher than any map of the category)."""
+
+    eval_size: int
+    lo: float
+    hi: float
+    constant: bool = False
+
+    def apply(self, raw_maps: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(maps (N, E, E) float32, image scores (N,) float64)`` on the category's scale."""
+        resized = resize_maps(raw_maps, self.eval_size)
+        maps = np.zeros_like(resized) if self.constant else normalize_with(resized, self.lo, self.hi)
+        scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
+        return maps, scores
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eval_size": int(self.eval_size), "lo": float(self.lo), "hi": float(self.hi),
+                "constant": bool(self.constant)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Normalisation":
+        """From :meth:`to_dict`'s output; ``ValueError`` when a field is missing or not a number."""
+        try:
+            n = cls(int(d["eval_size"]), float(d["lo"]), float(d["hi"]), bool(d.get("constant", False)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"normalisation record incomplete or not numbers ({e})") from None
+        if not 1 <= n.eval_size <= MAX_EVAL_SIZE or not (math.isfinite(n.lo) and math.isfinite(n.hi)):
+            raise ValueError(f"normalisation record out of range (eval_size {n.eval_size}, lo {n.lo}, hi {n.hi})")
+        return n
+
+
+def category_maps_and_scale(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int, category: str = "category"
+                            ) -> tuple[np.ndarray, np.ndarray, Optional[str], Normalisation]:
+    """:func:`category_maps` and the :class:`Normalisation` it applied."""
+    resized = resize_maps(raw_maps, eval_size)
+    if not len(resized):
+        return resized, np.zeros(0), None, Normalisation(eval_size, 0.0, 0.0, True)
+    lo, hi = float(resized.min()), float(resized.max())
+    if hi - lo <= CONSTANT_TOLERANCE * max(1.0, abs(hi), abs(lo)):
+        note = (f"{category}: every anomaly map is constant up to float noise (range {hi - lo:.2g}); the maps "
+                "were set to zero instead of stretching the noise to [0, 1], so the metrics are those of a "
+                "detector that finds nothing (AUROC 50)")
+        return np.zeros_like(resized), np.zeros(len(resized)), note, Normalisation(eval_size, lo, hi, True)
+    maps = normalize_maps(resized)
+    scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+    return maps, scores, None, Normalisation(eval_size, lo, hi, False)
+
+
 def category_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int,
                   category: str = "category") -> tuple[np.ndarray, np.ndarray, Optional[str]]:
     """:func:`evaluation_maps`, except for a category whose maps are constant up to float noise
     (identical or blank images): then every map and score is 0 and the third value is a note
     saying so (None otherwise)."""
-    resized = resize_maps(raw_maps, eval_size)
-    if len(resized):
-        lo, hi = float(resized.min()), float(resized.max())
-        if hi - lo <= CONSTANT_TOLERANCE * max(1.0, abs(hi), abs(lo)):
-            note = (f"{category}: every anomaly map is constant up to float noise (range {hi - lo:.2g}); the maps "
-                    "were set to zero instead of stretching the noise to [0, 1], so the metrics are those of a "
-                    "detector that finds nothing (AUROC 50)")
-            return np.zeros_like(resized), np.zeros(len(resized)), note
-    maps = normalize_maps(resized)
-    scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
-    return maps, scores, None
+    maps, scores, note, _ = category_maps_and_scale(raw_maps, eval_size, category)
+    return maps, scores, note
 
 
 def _pct(value: float) -> Optional[float]:
@@ -145,6 +191,30 @@ def category_metrics(labels: Sequence[int], scores: np.ndarray, masks: Optional[
     else:
         values = compute_all(labels, scores, masks, maps)
     return {k: _pct(values[k]) for k in METRIC_KEYS}
+
+
+def _threshold(value) -> Optional[float]:
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def category_evaluation(labels: Sequence[int], scores: np.ndarray, masks: Optional[np.ndarray], maps: np.ndarray
+                        ) -> tuple[dict[str, Optional[float]], dict[str, Optional[float]]]:
+    """:func:`category_metrics` and the F1-optimal thresholds on the same (normalised) scale, from
+    the same sorts: ``{"image_threshold", "pixel_threshold"}``, each the score ``t`` with "defect
+    iff score >= t" at which image / pixel F1-max are reached (the highest such ``t``); None where
+    F1-max is undefined (no defective image / pixel, or no masks)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if masks is None:
+        img = image_metrics(labels, scores)
+        values = {k: float("nan") for k in METRIC_KEYS}
+        values.update(image_auroc=img["auroc"], image_ap=img["ap"], image_f1_max=img["f1_max"],
+                      image_f1_threshold=img["f1_threshold"], pixel_f1_threshold=float("nan"))
+    else:
+        values = compute_all(labels, scores, masks, maps, thresholds=True)
+    thresholds = {"image_threshold": _threshold(values["image_f1_threshold"]),
+                  "pixel_threshold": _threshold(values["pixel_f1_threshold"])}
+    return {k: _pct(values[k]) for k in METRIC_KEYS}, thresholds
 
 
 def mean_metrics(per_category: Mapping[str, Mapping[str, Optional[float]]]) -> dict[str, Optional[float]]:

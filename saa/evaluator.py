@@ -12,11 +12,13 @@ File layout of a run (``out_dir``)::
     metrics.csv / metrics.md          one row per category + ``mean`` (percent, 2 decimals, ``n/a``)
     report.html                       the HTML report (saa.report; a failure there only logs a warning)
     metrics.json                      every number (percent, full precision; null = undefined),
-                                      image counts, computed/reused counts, timings
+                                      image counts, computed/reused counts, timings; per labelled
+                                      category its ``decision`` (thresholds, normalisation; saa.verdict)
     <category>/maps/<key>.npz         per image: ``map`` (out_size², float32, raw pipeline output),
                                       ``image_score`` (raw), ``image_size``, ``fingerprint``, ``image``
     <category>/maps/<key>.json        the image's regions (``Prediction.regions_dict()``)
-    <category>/scores.csv             key, label, raw score, normalised image score
+    <category>/scores.csv             key, label, raw score, normalised image score, verdict
+    <category>/masks/<key>.png        ``save_masks=True``: predicted defect pixels (0/255, image size)
     <category>/cross_features/        cross-image saliency only (preset ``improved``): pass-1 features,
                                       one file per image, deleted once every map of the category exists
     vand/<experiment>/0shot/0/...     kind ``visa_challenge`` only: the VAND 2023 tree (saa.vand)

@@ -51,6 +51,7 @@ __all__ = [
     "region_f1_max",
     "compute_all",
     "normalize_maps",
+    "normalize_with",
     "DEFAULT_REGION_THRESHOLDS",
 ]
 
@@ -492,12 +493,14 @@ def region_f1_max(masks, maps, iou_threshold: float = 0.6, thresholds: Sequence[
 # everything for one category
 # ----------------------------------------------------------------------------------------------
 def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_threshold: float = 0.6,
-                device=None) -> dict:
+                device=None, thresholds: bool = False) -> dict:
     """All SPEC section 5 metrics of one category, as fractions in [0, 1] (nan where undefined).
 
     Keys: image_auroc, image_ap, image_f1_max, pixel_auroc, pixel_ap, pixel_f1_max, aupro,
     region_f1_max. The pixel metrics and AUPRO share one sort of all pixels. ``device`` (e.g.
     ``"cuda"``): do that sort with torch on this device (same values; see :func:`_sort_scores_torch`).
+    ``thresholds=True`` adds ``image_f1_threshold`` and ``pixel_f1_threshold``: the score values
+    ``t`` ("positive iff score >= t") at which image / pixel F1-max are reached (from the same sorts).
     """
     fpr_limit = _check_limit(fpr_limit)
     img = binary_metrics(labels, image_scores)
@@ -513,7 +516,7 @@ def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_t
     pro = _aupro_from_sorted(srt, ds, cw, n_comp, fpr_limit)
     del srt, ds, cw
     rf1 = region_f1_max(masks, maps, iou_threshold=iou_threshold)
-    return {
+    out = {
         "image_auroc": img["auroc"],
         "image_ap": img["ap"],
         "image_f1_max": img["f1_max"],
@@ -523,6 +526,9 @@ def compute_all(labels, image_scores, masks, maps, fpr_limit: float = 0.3, iou_t
         "aupro": pro,
         "region_f1_max": rf1,
     }
+    if thresholds:
+        out.update(image_f1_threshold=img["f1_threshold"], pixel_f1_threshold=pix["f1_threshold"])
+    return out
 
 
 def normalize_maps(maps) -> np.ndarray:
@@ -540,7 +546,18 @@ def normalize_maps(maps) -> np.ndarray:
     lo, hi = float(np.min(arr)), float(np.max(arr))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("maps contain NaN or inf")
-    if not hi > lo:
+    return normalize_with(arr, lo, hi)
+
+
+def normalize_with(maps, lo: float, hi: float) -> np.ndarray:
+    """``(A - lo) / (hi - lo)`` as float32, with the arithmetic of :func:`normalize_maps` (which is
+    this with the maps' own min and max): maps normalised with a category's recorded ``lo`` / ``hi``
+    get bit for bit the values the category's own maps got. Values outside ``[lo, hi]`` fall outside
+    [0, 1] (not clipped). ``hi <= lo``: all zeros."""
+    arr = np.asarray(maps)
+    out = np.zeros(arr.shape, dtype=np.float32)
+    lo, hi = float(lo), float(hi)
+    if arr.size == 0 or not hi > lo:
         return out
     scale = 1.0
     if not math.isfinite(hi - lo):  # range overflows float64: work on halved values

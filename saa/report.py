@@ -111,7 +111,8 @@ def _read_scores(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             rows.append({"key": r["key"], "label": int(r["label"]) if r.get("label") not in (None, "") else None,
-                         "raw_score": float(r["raw_score"]), "image_score": float(r["image_score"])})
+                         "raw_score": float(r["raw_score"]), "image_score": float(r["image_score"]),
+                         "verdict": r.get("verdict") or None})
     return rows
 
 
@@ -223,7 +224,8 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     from .evaluation import category_maps, resize_masks
     from .results import map_path
     from .image_io import read_rgb
-    from .visualize import heat_overlay, thumbnail
+    from .verdict import DECISION_KEY, predicted_mask
+    from .visualize import MapScale, colorbar, heat_overlay, thumbnail
 
     parts = [f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2>']
     secs = info.get("seconds", {})
@@ -288,6 +290,20 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     else:
         parts.append("<p class=\"note\">Unlabelled images: no metrics and no curves.</p>")
 
+    decision = info.get(DECISION_KEY) if isinstance(info.get(DECISION_KEY), dict) else {}
+    pixel_t = decision.get("pixel_threshold")
+    image_t = decision.get("image_threshold")
+    if image_t is not None:
+        verdicts = [r["verdict"] for r in rows]
+        alarms = sum(1 for r in rows if r["label"] == 0 and r["verdict"] == "DEFECT")
+        misses = sum(1 for r in rows if r["label"] == 1 and r["verdict"] == "OK")
+        pix = "" if pixel_t is None else f", pixel threshold {pixel_t:.4g} (magenta outline in the pictures)"
+        parts.append(f"<p>Decision (F1-optimal thresholds on the normalised scale, <code>metrics.json</code> "
+                     f"&rarr; <code>{DECISION_KEY}</code>): image threshold {image_t:.4g}{esc(pix)}. Verdicts: "
+                     f"{verdicts.count('DEFECT')} DEFECT, {verdicts.count('OK')} OK; {alarms} normal image(s) "
+                     f"flagged DEFECT, {misses} anomalous image(s) passed as OK. Apply them to new images: "
+                     f"<code>saa predict --thresholds-from {esc(run_dir)} --category {esc(cat)} ...</code></p>")
+
     def thumb_of(i: int) -> Optional[np.ndarray]:
         z = loaded[i]
         src = z["image"] if z and z["image"] else (str(samples[rows[i]["key"]].image_path)
@@ -301,17 +317,22 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
             rgb = np.zeros((thumb, thumb, 3), np.uint8)  # image gone: the map alone
             return heat_overlay(rgb, amap, alpha=1.0, vmax=1.0)
         gt = masks.get(i)
-        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt)
+        pred = predicted_mask(amap, pixel_t) if amap is not None else None
+        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt, defect_mask=pred, verdict=rows[i]["verdict"])
 
     def gallery(title: str, idx: list[int]) -> str:
         figs = []
         for i in idx:
             t = thumb_of(i)
             if t is not None:
-                figs.append(_figure(t, f"{rows[i]['key']}  score {rows[i]['image_score']:.3f}"))
+                v = rows[i]["verdict"]
+                figs.append(_figure(t, f"{rows[i]['key']}  score {rows[i]['image_score']:.3f}" + (f"  {v}" if v else "")))
         if not figs:
             return f"<h3>{esc(title)}</h3><p class=\"small\">none</p>"
-        return f"<h3>{esc(title)}</h3><div class=\"gallery\">" + "".join(figs) + "</div>"
+        return f"<h3>{esc(title)}</h3><div class=\"gallery\">" + "".join(figs) + bar + "</div>"
+
+    marks = [(float(pixel_t), "px thr")] if pixel_t is not None else []
+    bar = _figure(colorbar(thumb, MapScale(0.0, 1.0, "normalised"), marks=marks), "colour scale")
 
     order = sorted(range(len(rows)), key=lambda i: -rows[i]["image_score"])
     if labelled:
@@ -322,7 +343,9 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     else:
         parts.append(gallery("Highest-scoring images", order[:n_gallery]))
     parts.append("<p class=\"small\">Heat overlay: normalised anomaly map (same colour scale for the whole "
-                 "category; dark blue = 0); white outline: ground truth.</p>")
+                 "category; dark blue = 0); white outline: ground truth"
+                 + ("; magenta outline: predicted defect pixels (pixel threshold); frame: verdict (green OK, red "
+                    "DEFECT)" if image_t is not None else "") + ".</p>")
     return "\n".join(parts)
 
 

@@ -128,7 +128,7 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
     """The UI's run button: (overlay, saliency, boxes rows, message, [npy, png])."""
     from .image_io import atomic_save_npy, atomic_save_png, read_rgb
     from .samples import SAMPLES_DIR, lite_message, missing_model_files
-    from .visualize import candidate_boxes, heat_overlay, map_to_png
+    from .visualize import MapScale, candidate_boxes, heat_overlay, map_to_png, with_colorbar
 
     src = image_path or (str(SAMPLES_DIR / sample) if sample else None)
     if not src:
@@ -170,16 +170,20 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
         amap = pred.anomaly_map_full
         sal = pred.saliency if "saliency" in meth.panels else None
         rows: list[list[Any]] = []
+        # one picture: its colour scale runs from 0 to its own maximum, and the bar says so with numbers
+        scale = MapScale(0.0, float(np.max(amap)) if np.size(amap) and float(np.max(amap)) > 0 else 1.0, "raw")
+        heat = heat_overlay(rgb, amap, scale=scale)
         if pred.has_regions:
-            overlay = candidate_boxes(heat_overlay(rgb, amap), pred.candidates, object_boxes=pred.object_boxes)
+            overlay = candidate_boxes(heat, pred.candidates, object_boxes=pred.object_boxes)
             for c in pred.defects:
                 rows.append([c.caption, "kept" if c.kept else f"dropped ({c.dropped})",
                              round(c.score, 4), None if c.rescored is None else round(c.rescored, 4),
                              [round(v, 1) for v in c.box_xyxy].__repr__()])
             msg.append(f"Full {pred.summary()} (green kept, grey/red dropped).")
         else:
-            overlay = heat_overlay(rgb, amap)
+            overlay = heat
             msg.append(pred.summary() + ".")
+        overlay = with_colorbar(overlay, scale, f"score {pred.score:.4f} (raw, no threshold)")
         if use != "lite":  # lite's one-image note is the one above
             msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
         npy = out / f"{stem}_map.npy"

@@ -1,21 +1,164 @@
-"""Pictures of the results: heat-map overlays and labelled boxes (no metrics, no file layout)."""
+"""Pictures of the results: heat-map overlays, labelled boxes, colour bars and verdicts (no
+metrics, no file layout).
+
+Pictures that decide: a set of maps drawn on ONE colour scale (:class:`MapScale`: the same numbers
+give the same colour on every picture of the set), a colour bar with the numbers of that scale beside
+every map panel, the image score, and, when a threshold is known, the verdict (OK green / DEFECT red,
+a frame around every panel) and the outline of the predicted defect pixels on every panel.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+OK_COLOR = (0, 170, 0)
+DEFECT_COLOR = (220, 0, 0)
+NEUTRAL_COLOR = (60, 60, 60)
+#: outline of the predicted defect pixels (pixel threshold), distinct from the white ground truth
+PREDICTED_COLOR = (255, 0, 255)
 
-def heat_overlay(rgb: np.ndarray, amap: np.ndarray, alpha: float = 0.5, vmax: Optional[float] = None) -> np.ndarray:
-    """Blend a JET colour map of ``amap`` (resized to the image) onto ``rgb``; returns RGB uint8."""
+
+@dataclass(frozen=True)
+class MapScale:
+    """One colour scale: ``vmin`` is dark blue, ``vmax`` dark red (values outside are clipped);
+    ``label`` names the units under the colour bar (e.g. "normalised", "raw")."""
+
+    vmin: float
+    vmax: float
+    label: str = ""
+
+    @classmethod
+    def of(cls, maps: Sequence[np.ndarray], label: str = "raw") -> "MapScale":
+        """The joint [min, max] of ``maps`` (one scale for all of them)."""
+        lo = min((float(np.min(m)) for m in maps if np.size(m)), default=0.0)
+        hi = max((float(np.max(m)) for m in maps if np.size(m)), default=0.0)
+        return cls(lo, hi, label)
+
+    def unit(self, amap: np.ndarray) -> np.ndarray:
+        """``amap`` mapped to [0, 1] on this scale (all 0 when the scale is empty)."""
+        a = np.asarray(amap, dtype=np.float32)
+        span = float(self.vmax) - float(self.vmin)
+        if not span > 0:
+            return np.zeros_like(a)
+        return np.clip((a - float(self.vmin)) / span, 0, 1)
+
+
+def verdict_color(verdict: Optional[str]) -> tuple[int, int, int]:
+    return {"OK": OK_COLOR, "DEFECT": DEFECT_COLOR}.get(str(verdict or ""), NEUTRAL_COLOR)
+
+
+def _jet(unit: np.ndarray) -> np.ndarray:
+    return cv2.applyColorMap((np.asarray(unit) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+
+
+def heat_overlay(rgb: np.ndarray, amap: np.ndarray, alpha: float = 0.5, vmax: Optional[float] = None,
+                 vmin: Optional[float] = None, scale: Optional[MapScale] = None) -> np.ndarray:
+    """Blend a JET colour map of ``amap`` (resized to the image) onto ``rgb``; returns RGB uint8.
+
+    ``scale`` (or ``vmin`` / ``vmax``): a fixed colour scale, blended everywhere (low values show blue);
+    without one the map is scaled to its own maximum and only its non-zero pixels are tinted."""
     h, w = rgb.shape[:2]
     a = cv2.resize(np.asarray(amap, dtype=np.float32), (w, h))
-    top = float(vmax) if vmax is not None else float(a.max())
-    norm = np.zeros_like(a) if top <= 0 else np.clip(a / top, 0, 1)
-    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    weight = (alpha * (norm > 0))[:, :, None] if vmax is None else alpha
+    if scale is None and vmax is not None:
+        scale = MapScale(0.0 if vmin is None else float(vmin), float(vmax))
+    if scale is not None:
+        norm = scale.unit(a)
+        weight = alpha
+    else:
+        top = float(a.max())
+        norm = np.zeros_like(a) if top <= 0 else np.clip(a / top, 0, 1)
+        weight = (alpha * (norm > 0))[:, :, None]
+    heat = _jet(norm)
     return np.clip(rgb * (1 - weight) + heat * weight, 0, 255).astype(np.uint8)
+
+
+def _fmt(v: float) -> str:
+    a = abs(v)
+    if a != 0 and (a < 1e-3 or a >= 1e4):
+        return f"{v:.2e}"
+    return f"{v:.3f}" if a < 10 else f"{v:.1f}"
+
+
+def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
+             marks: Sequence[tuple[float, str]] = ()) -> np.ndarray:
+    """A vertical colour bar (RGB uint8, ``height`` rows, white background): the JET ramp of
+    ``scale`` with ``ticks`` numbers from ``vmin`` (bottom) to ``vmax`` (top), ``scale.label``
+    below; ``marks``: ``(value, text)`` lines across the bar (e.g. the pixel threshold)."""
+    height = max(40, int(height))
+    out = np.full((height, width, 3), 255, np.uint8)
+    top, bottom, bar_w = 8, height - 16, 12
+    n = max(2, bottom - top)
+    ramp = np.linspace(1.0, 0.0, n, dtype=np.float32)[:, None].repeat(bar_w, axis=1)
+    out[top:top + n, 2:2 + bar_w] = _jet(ramp)
+    cv2.rectangle(out, (2, top), (1 + bar_w, top + n - 1), (0, 0, 0), 1)
+    lo, hi = float(scale.vmin), float(scale.vmax)
+    tick_ys = []
+    for i in range(ticks):
+        f = i / (ticks - 1)
+        y = int(round(top + (1 - f) * (n - 1)))
+        tick_ys.append(y)
+        cv2.line(out, (2 + bar_w, y), (5 + bar_w, y), (0, 0, 0), 1)
+        cv2.putText(out, _fmt(lo + f * (hi - lo)), (7 + bar_w, min(height - 18, max(10, y + 4))),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    for value, text in marks:
+        if hi > lo and lo <= value <= hi:
+            y = int(round(top + (1 - (value - lo) / (hi - lo)) * (n - 1)))
+            cv2.line(out, (0, y), (3 + bar_w, y), PREDICTED_COLOR, 2)
+            if text and all(abs(y - t) > 10 for t in tick_ys):  # never over a number of the scale
+                cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                            PREDICTED_COLOR, 1, cv2.LINE_AA)
+    if scale.label:
+        cv2.putText(out, scale.label[:12], (1, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+def draw_outline(rgb: np.ndarray, mask: Optional[np.ndarray], color: tuple[int, int, int] = PREDICTED_COLOR,
+                 thickness: Optional[int] = None) -> np.ndarray:
+    """The outline of ``mask`` (resized to the image, nearest) drawn on a copy of ``rgb``."""
+    out = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).copy())
+    if mask is None or not np.any(mask):
+        return out
+    h, w = out.shape[:2]
+    m = (np.asarray(mask) != 0).astype(np.uint8)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, thickness or max(1, min(h, w) // 200))
+    return out
+
+
+def framed(rgb: np.ndarray, color: tuple[int, int, int], width: int = 4) -> np.ndarray:
+    """``rgb`` with a ``width``-pixel frame of ``color`` painted over its border."""
+    out = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).copy())
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = color, color, color, color
+    return out
+
+
+def verdict_text(score: Optional[float], verdict: Optional[str] = None, threshold: Optional[float] = None,
+                 scale_label: str = "") -> str:
+    """``"DEFECT  score 0.913 >= threshold 0.431 (normalised)"`` / ``"OK ..."`` / ``"score 0.913"``."""
+    unit = f" ({scale_label})" if scale_label else ""
+    if score is None:
+        return verdict or ""
+    if verdict is None or threshold is None:
+        return f"score {_fmt(float(score))}{unit}; no threshold, no verdict"
+    op = ">=" if verdict == "DEFECT" else "<"
+    return f"{verdict}  score {_fmt(float(score))} {op} threshold {_fmt(float(threshold))}{unit}"
+
+
+def banner(strip: np.ndarray, text: str, color: tuple[int, int, int] = NEUTRAL_COLOR, height: int = 26) -> np.ndarray:
+    """``strip`` with a white band above it holding ``text`` in ``color``."""
+    w = strip.shape[1]
+    top = np.full((height, w, 3), 255, np.uint8)
+    size = 0.55 * height / 26
+    cv2.putText(top, text[: max(8, int(w // (8 * height / 26)))], (6, height - int(8 * height / 26)),
+                cv2.FONT_HERSHEY_SIMPLEX, size, color, max(1, int(round(size * (2 if color != NEUTRAL_COLOR else 1)))),
+                cv2.LINE_AA)
+    return np.vstack([top, strip])
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], labels: Sequence[str],
@@ -32,9 +175,14 @@ def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], labels: Sequen
     return out
 
 
-def prediction_overlay(rgb: np.ndarray, prediction) -> np.ndarray:
-    """Anomaly heat map with the kept defect boxes (green, caption + re-scored score)."""
-    img = heat_overlay(rgb, prediction.anomaly_map_full)
+def prediction_overlay(rgb: np.ndarray, prediction, *, scale: Optional[MapScale] = None,
+                       anomaly_map: Optional[np.ndarray] = None, defect_mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Anomaly heat map with the kept defect boxes (green, caption + re-scored score). ``scale``:
+    a shared colour scale; ``anomaly_map``: the map to show instead of the prediction's full-size
+    one; ``defect_mask``: predicted defect pixels, outlined in magenta."""
+    img = heat_overlay(rgb, prediction.anomaly_map_full if anomaly_map is None else anomaly_map, scale=scale)
+    if defect_mask is not None:
+        img = draw_outline(img, defect_mask)
     kept = prediction.kept
     return draw_boxes(img, [c.box_xyxy for c in kept],
                       [f"{c.caption.rstrip('.')[:24]} {c.rescored:.2f}" for c in kept], [(0, 255, 0)] * len(kept))
@@ -115,11 +263,13 @@ def candidate_boxes(rgb: np.ndarray, candidates: Sequence, show_dropped: bool = 
 def panel_images(rgb: np.ndarray, anomaly_map: Optional[np.ndarray] = None, saliency: Optional[np.ndarray] = None,
                  gt_mask: Optional[np.ndarray] = None, candidates: Optional[Sequence] = None,
                  object_boxes: Optional[Sequence[Sequence[float]]] = None,
-                 panels: str | Sequence[str] | None = None, vmax: Optional[float] = None) -> dict[str, np.ndarray]:
+                 panels: str | Sequence[str] | None = None, vmax: Optional[float] = None,
+                 scale: Optional[MapScale] = None) -> dict[str, np.ndarray]:
     """The requested panels that can be drawn from what is given, as ``{kind: RGB uint8}``.
 
     A panel whose input is missing (no mask, no saliency, no candidates) is left out, not drawn empty.
-    ``vmax``: fixed top of the anomaly-map colour scale (e.g. 1.0 for normalised maps).
+    ``vmax``: fixed top of the anomaly-map colour scale (e.g. 1.0 for normalised maps); ``scale``:
+    the whole colour scale of the anomaly map (:class:`MapScale`, wins over ``vmax``).
     """
     out: dict[str, np.ndarray] = {}
     for kind in parse_panels(panels):
@@ -128,7 +278,7 @@ def panel_images(rgb: np.ndarray, anomaly_map: Optional[np.ndarray] = None, sali
         elif kind == "ground_truth" and gt_mask is not None:
             out[kind] = mask_overlay(rgb, gt_mask)
         elif kind == "anomaly_map" and anomaly_map is not None:
-            out[kind] = heat_overlay(rgb, anomaly_map, vmax=vmax)
+            out[kind] = heat_overlay(rgb, anomaly_map, vmax=vmax, scale=scale)
         elif kind == "saliency" and saliency is not None:
             out[kind] = heat_overlay(rgb, saliency, alpha=0.5, vmax=float(np.max(saliency)) or None)
         elif kind == "boxes" and candidates is not None:
@@ -147,11 +297,24 @@ def titled(rgb: np.ndarray, title: str, height: int = 256, bar: int = 22) -> np.
     return np.vstack([top, img])
 
 
-def compose(panels: dict[str, np.ndarray], height: int = 256, gap: int = 4) -> np.ndarray:
-    """Panels side by side, each titled (see :data:`PANEL_TITLES`), on a white background."""
+def compose(panels: dict[str, np.ndarray], height: int = 256, gap: int = 4,
+            bars: Optional[dict[str, np.ndarray]] = None, frame: Optional[tuple[int, int, int]] = None) -> np.ndarray:
+    """Panels side by side, each titled (see :data:`PANEL_TITLES`), on a white background.
+    ``bars``: ``{kind: colour bar}`` (see :func:`colorbar`) put right of that panel; ``frame``: a
+    colour framing every panel (the verdict)."""
     if not panels:
         raise ValueError("no panel to compose")
-    tiles = [titled(img, PANEL_TITLES.get(k, k), height) for k, img in panels.items()]
+    tiles = []
+    for k, img in panels.items():
+        t = titled(framed(img, frame, max(3, min(img.shape[:2]) // 60)) if frame is not None else img,
+                   PANEL_TITLES.get(k, k), height)
+        if bars and k in bars:
+            b = bars[k]
+            if b.shape[0] != t.shape[0]:
+                b = np.vstack([np.full((t.shape[0] - b.shape[0], b.shape[1], 3), 255, np.uint8), b]) \
+                    if b.shape[0] < t.shape[0] else b[-t.shape[0]:]
+            t = np.hstack([t, b])
+        tiles.append(t)
     sep = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
     row = [tiles[0]]
     for t in tiles[1:]:
@@ -159,29 +322,72 @@ def compose(panels: dict[str, np.ndarray], height: int = 256, gap: int = 4) -> n
     return np.hstack(row)
 
 
+def with_colorbar(img: np.ndarray, scale: MapScale, text: str = "", verdict: Optional[str] = None) -> np.ndarray:
+    """``img`` (a heat overlay on ``scale``) with its colour bar on the right, sized to the image, and
+    ``text`` above it in the verdict's colour (for single pictures such as the web UI's)."""
+    h = img.shape[0]
+    bar = colorbar(256, scale)
+    bar = cv2.resize(bar, (max(1, int(round(bar.shape[1] * h / 256))), h), interpolation=cv2.INTER_AREA)
+    out = np.hstack([np.ascontiguousarray(img), bar])
+    return banner(out, text, verdict_color(verdict), height=max(26, h // 12)) if text else out
+
+
 def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray] = None,
-                      panels: str | Sequence[str] | None = None, height: int = 256) -> np.ndarray:
-    """One strip of panels for a :class:`saa.prediction.Prediction` (see :func:`panel_images`)."""
+                      panels: str | Sequence[str] | None = None, height: int = 256, *,
+                      scale: Optional[MapScale] = None, anomaly_map: Optional[np.ndarray] = None,
+                      score: Optional[float] = None, verdict: Optional[str] = None,
+                      threshold: Optional[float] = None, defect_mask: Optional[np.ndarray] = None,
+                      pixel_threshold: Optional[float] = None, saliency: Optional[np.ndarray] = None) -> np.ndarray:
+    """One strip of panels for a :class:`saa.prediction.Prediction` (see :func:`panel_images`).
+
+    Without the keyword arguments: the map on its own scale, as before. ``scale``: the colour scale
+    shared by a set of pictures (a colour bar with its numbers is drawn beside the map panel; the
+    saliency panel gets its own bar); ``anomaly_map``: the map to show on that scale (default the
+    prediction's full-size map); ``score`` (on the scale's units), ``verdict`` (``"OK"`` /
+    ``"DEFECT"``) and ``threshold``: written above the strip, the verdict colour framing every panel;
+    ``defect_mask``: predicted defect pixels, outlined (magenta) on every panel; ``pixel_threshold``:
+    marked on the colour bar; ``saliency``: replaces the prediction's (e.g. reloaded from disk).
+    """
     regions = getattr(prediction, "has_regions", True)
-    imgs = panel_images(rgb, anomaly_map=prediction.anomaly_map_full, saliency=prediction.saliency,
+    amap = prediction.anomaly_map_full if anomaly_map is None else anomaly_map
+    sal = prediction.saliency if saliency is None else saliency
+    imgs = panel_images(rgb, anomaly_map=amap, saliency=sal,
                         gt_mask=gt_mask, candidates=prediction.candidates if regions else None,
-                        object_boxes=getattr(prediction, "object_boxes", None), panels=panels)
-    return compose(imgs, height)
+                        object_boxes=getattr(prediction, "object_boxes", None), panels=panels, scale=scale)
+    if scale is None and score is None and verdict is None and defect_mask is None:
+        return compose(imgs, height)
+    if defect_mask is not None:
+        imgs = {k: draw_outline(v, defect_mask) for k, v in imgs.items()}
+    bars = {}
+    bar_h = height + 22
+    if scale is not None and "anomaly_map" in imgs:
+        marks = [(float(pixel_threshold), "px thr")] if pixel_threshold is not None else []
+        bars["anomaly_map"] = colorbar(bar_h, scale, marks=marks)
+    if "saliency" in imgs and sal is not None:
+        bars["saliency"] = colorbar(bar_h, MapScale(0.0, float(np.max(sal)) or 1.0, "saliency"))
+    strip = compose(imgs, height, bars=bars, frame=verdict_color(verdict) if verdict else None)
+    text = verdict_text(score if score is not None else getattr(prediction, "score", None), verdict, threshold,
+                        scale.label if scale is not None else "")
+    return banner(strip, text, verdict_color(verdict))
 
 
 def thumbnail(rgb: np.ndarray, amap: Optional[np.ndarray] = None, side: int = 160, vmax: Optional[float] = None,
-              gt_mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Small picture (longest side ``side``): heat overlay of ``amap`` and the mask outline, if given."""
+              gt_mask: Optional[np.ndarray] = None, *, vmin: Optional[float] = None,
+              defect_mask: Optional[np.ndarray] = None, verdict: Optional[str] = None) -> np.ndarray:
+    """Small picture (longest side ``side``): heat overlay of ``amap`` (on ``vmin``..``vmax`` when
+    given), the ground-truth outline (white), the predicted defect outline (magenta) and a frame in
+    the verdict's colour, each if given."""
     h, w = rgb.shape[:2]
     s = side / max(h, w)
     small = cv2.resize(np.ascontiguousarray(rgb), (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
     if amap is not None:
-        small = heat_overlay(small, amap, vmax=vmax)
+        small = heat_overlay(small, amap, vmax=vmax, vmin=vmin)
     if gt_mask is not None and np.any(gt_mask):
-        m = cv2.resize((np.asarray(gt_mask) != 0).astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        small = np.ascontiguousarray(small)
-        cv2.drawContours(small, contours, -1, (255, 255, 255), 1)
+        small = draw_outline(small, gt_mask, (255, 255, 255), 1)
+    if defect_mask is not None:
+        small = draw_outline(small, defect_mask, PREDICTED_COLOR, 1)
+    if verdict is not None:
+        small = framed(small, verdict_color(verdict), 3)
     return small
 
 

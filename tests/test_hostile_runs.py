@@ -6,6 +6,7 @@ instead of stretching float noise to [0, 1].
 Lite mode (real EfficientNet-Lite0 features) on small real images; no Grounding DINO or SAM file."""
 from __future__ import annotations
 
+import csv
 import errno
 import json
 from pathlib import Path
@@ -87,8 +88,9 @@ def test_identical_images_are_reported_as_constant_not_stretched(tmp_path):
     assert any("constant up to float noise" in n for n in info["notes"]), info
     assert info["metrics"]["image_auroc"] == 50.0 and info["metrics"]["pixel_auroc"] == 50.0
     assert "constant up to float noise" in (out / "report.html").read_text()
-    scores = [line.split(",")[-1] for line in (out / "bottle" / "scores.csv").read_text().splitlines()[1:]]
-    assert scores == ["0", "0", "0"]
+    with open(out / "bottle" / "scores.csv", newline="") as f:
+        scores = [float(r["image_score"]) for r in csv.DictReader(f)]
+    assert scores == [0.0, 0.0, 0.0]
 
 
 def test_category_maps_keeps_real_contrast_and_zeroes_noise():

@@ -35,16 +35,22 @@ def register(sub) -> None:
     p.add_argument("--images", nargs="+", default=None, metavar="IMG",
                    help="other images (named <category>_*.ext, else --category)")
     p.add_argument("--category", default=None, help="category for images whose name does not start with one")
+    p.add_argument("--thresholds-from", dest="thresholds_from", default=None, metavar="RUN_DIR",
+                   help="verdicts (OK / DEFECT) and defect outlines from the thresholds a labelled `saa run` of the "
+                        "same method recorded for each category (see saa predict --thresholds-from)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import cv2
+
     from ..config import load_config
     from ..errors import SaaError
     from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
     from ..report import esc, html_page, img_tag, versions_html
     from ..run import make_method
-    from ..visualize import prediction_overlay, prediction_panels
+    from ..verdict import load_decision, predicted_mask
+    from ..visualize import MapScale, prediction_overlay, prediction_panels
 
     cfg_path = Path(args.config) if args.config else default_config_path()
     cfg = load_config(cfg_path, overrides_of(args, with_method=False))
@@ -73,6 +79,21 @@ def run(args) -> int:
     else:
         print(f"{meth.label}, config {cfg_path}")
 
+    decisions = {}
+    if args.thresholds_from:  # checked before any model loads
+        for cat in groups:
+            d = load_decision(args.thresholds_from, cat, missing_ok=True)
+            if d is None:
+                notes.append(f"{cat}: no verdict (the run in {args.thresholds_from} has no category {cat})")
+                print(notes[-1])
+                continue
+            d.check_method(meth.name, meth.fingerprint(cat, None), int(cfg.out_size))
+            decisions[cat] = d
+        if decisions and meth.needs_references:
+            notes.append(f"method {meth.name} scores each image against the other images of its category given "
+                         "here; the run's thresholds were set on the run's image set, so these verdicts hold only "
+                         "for a set like it (see docs/verdicts.md, Limits)")
+            print("note: " + notes[-1])
     sections = []
     meth.load()
     for cat, paths in groups.items():
@@ -80,14 +101,37 @@ def run(args) -> int:
         bank = None
         if meth.needs_references and len(rgbs) > 1:  # the category's images are each other's references
             bank = meth.bank_from_features([meth.reference_features(rgb) for rgb in rgbs])
-        for i, (p, rgb) in enumerate(zip(paths, rgbs)):
-            pred = meth.predict(rgb, cat, bank=bank, index=i if bank is not None else None)
+        preds = [meth.predict(rgb, cat, bank=bank, index=i if bank is not None else None)
+                 for i, rgb in enumerate(rgbs)]
+        decision = decisions.get(cat)
+        norm = decision.normalisation if decision is not None else None
+        if norm is None:  # one colour scale for the category: the joint range of its raw maps
+            scale = MapScale.of([pr.anomaly_map_full for pr in preds], "raw")
+        else:
+            scale = MapScale(0.0, 1.0, "normalised")
+        sections.append(f"<h2>{esc(cat)}</h2><p class=\"small\">{len(paths)} image(s) on one colour scale "
+                        f"({esc(scale.label)} {scale.vmin:.4g} to {scale.vmax:.4g})"
+                        + (f"; thresholds from <code>{esc(decision.source)}</code>" if decision else
+                           "; no threshold given (--thresholds-from RUN_DIR), so no verdict") + "</p>")
+        for p, rgb, pred in zip(paths, rgbs, preds):
+            shown, score, verdict, mask, thr = pred.anomaly_map_full, pred.score, None, None, None
+            if decision is not None:
+                nm, sc = norm.apply([pred.anomaly_map])
+                score, verdict, thr = float(sc[0]), decision.verdict(float(sc[0])), decision.image_threshold
+                mask = predicted_mask(nm[0], decision.pixel_threshold, rgb.shape[:2])
+                shown = cv2.resize(nm[0], (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
             panels = prediction_panels(rgb, pred, panels=[k for k in ("image", "anomaly_map", "saliency", "boxes")
-                                                          if k in meth.panels])
+                                                          if k in meth.panels],
+                                       scale=scale, anomaly_map=shown, score=score, verdict=verdict, threshold=thr,
+                                       defect_mask=mask,
+                                       pixel_threshold=decision.pixel_threshold if decision is not None else None)
             summary = pred.summary() + (" (green kept, grey/red dropped)" if pred.has_regions else "")
+            if verdict:
+                summary = f"{verdict} ({scale.label} score {score:.4f}, threshold {thr:.4g}); " + summary
             stem = p.stem
             atomic_save_npy(out / f"{stem}.npy", np.asarray(pred.anomaly_map_full, dtype=np.float32))
-            atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred))
+            atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred, scale=scale, anomaly_map=shown,
+                                                                            defect_mask=mask))
             atomic_save_png(out / f"{stem}_panels.png", panels)
             print(f"{p} [{cat}]: {summary} -> {out / stem}_panels.png")
             sections.append(f"<h3>{esc(p.name)} — {esc(cat)}</h3><p class=\"small\">{esc(summary)}</p>"

@@ -1,6 +1,8 @@
 """``saa prepare``: convert raw VisA to the 1cls tree; check a dataset folder."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ..errors import ConfigError
 
 
@@ -23,9 +25,14 @@ def register(sub) -> None:
     pv.set_defaults(func=run_visa)
 
     pc = ps.add_parser("check", help="list a dataset's categories and image counts; report problems",
-                       description="Build the dataset exactly as `saa run` would and print one line per category.")
-    pc.add_argument("kind", metavar="KIND", help="mvtec, visa_public, visa_challenge, ksdd2, mtd or folder")
-    pc.add_argument("root", metavar="ROOT", help="dataset root folder")
+                       description="Build the dataset exactly as `saa run` would and print one line per category. "
+                                   "Give KIND and ROOT, or --config YAML to check the dataset a config names.")
+    pc.add_argument("kind", metavar="KIND", nargs="?", default=None,
+                    help="mvtec, visa_public, visa_challenge, ksdd2, mtd or folder (not with --config)")
+    pc.add_argument("root", metavar="ROOT", nargs="?", default=None, help="dataset root folder (not with --config)")
+    pc.add_argument("--config", metavar="YAML", default=None,
+                    help="take the dataset kind, root and options from this config (as `saa run YAML` reads them)")
+    pc.add_argument("--data-root", metavar="DIR", default=None, help="with --config: another dataset root")
     pc.add_argument("--categories", nargs="+", metavar="CAT", default=None, help="only these categories")
     pc.add_argument("--check-sizes", action="store_true",
                     help="decode every image that has a mask and its mask, as a run reads them, and compare "
@@ -69,11 +76,46 @@ def _parse_options(items) -> dict:
     return out
 
 
-def run_check(args) -> int:
-    from ..datasets import validate_dataset
+def _check_target(args) -> tuple[str, str, dict, Optional[list[str]]]:
+    """(kind, root, dataset options, the config's categories or None) from KIND ROOT or from
+    --config (with --data-root / --option)."""
+    options = _parse_options(args.options)
+    if args.config is None:
+        if args.kind is None or args.root is None:
+            raise ConfigError("saa prepare check needs KIND and ROOT (e.g. `saa prepare check mvtec "
+                              "../datasets/mvtec_anomaly_detection`) or --config YAML")
+        if args.data_root is not None:
+            raise ConfigError("--data-root goes with --config; without it give the root as ROOT")
+        return args.kind, args.root, options, None
+    if args.kind is not None:
+        raise ConfigError("with --config the dataset comes from the config: give another root as --data-root DIR, "
+                          f"not as a positional argument ({args.kind!r})")
+    from ..config import load_config
+    from ..evaluation import split_dataset_options
 
-    for line in validate_dataset(args.kind, args.root, categories=args.categories,
-                                 check_sizes=args.check_sizes, decode=args.decode,
-                                 **_parse_options(args.options)):
+    cfg = load_config(args.config)
+    kind, root = cfg.dataset.kind, args.data_root or cfg.dataset.root
+    if not kind:
+        raise ConfigError(f"{args.config}: the config has no dataset.kind")
+    if not root:
+        raise ConfigError(f"{args.config}: the config has no dataset.root; pass --data-root DIR")
+    ds_options, _ = split_dataset_options(cfg.dataset.options)
+    return kind, str(root), {**ds_options, **options}, list(cfg.categories)
+
+
+def run_check(args) -> int:
+    from ..datasets import build_dataset, validate_dataset
+
+    kind, root, options, described = _check_target(args)
+    for line in validate_dataset(kind, root, categories=args.categories,
+                                 check_sizes=args.check_sizes, decode=args.decode, **options):
         print(line)
+    if described is not None:
+        present = args.categories or build_dataset(kind, root, **options).categories()
+        missing = [c for c in present if c not in described]
+        if missing:
+            print(f"problem: {args.config} describes no category {', '.join(missing)} (its categories: "
+                  f"{', '.join(described)}); `saa run` stops on this: add it under `categories:` or rename it"
+                  + (" (dataset.options.category)" if kind == "folder" else ""))
+            return 1
     return 0

@@ -39,6 +39,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute every image even if its result file exists")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--save-masks", dest="save_masks", action="store_true",
+                   help="also write OUT/<category>/masks/<image>.png: the predicted defect pixels (0/255, image size) "
+                        "at the pixel threshold the run records (labelled categories with ground-truth masks)")
 
 
 def register(sub) -> None:
@@ -59,7 +62,7 @@ def run(args) -> int:
     cfg = load_config(args.config, list(args.overrides) + preset_override(args) + method_override(args))
     out = Path(args.out) if args.out else default_out_dir(args.config)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
-                          resume=args.resume, progress=args.progress)
+                          resume=args.resume, progress=args.progress, save_masks=getattr(args, "save_masks", False))
     if "rank" in result:  # a non-zero rank under torchrun: rank 0 prints the results
         print(f"rank {result['rank']}/{result['world_size']}: computed {result['computed']} images")
         return 0

@@ -21,12 +21,13 @@ import numpy as np
 from ..config import SaaConfig, config_from_dict, load_config
 from ..datasets import AnomalyDataset, build_dataset
 from ..errors import ConfigError, DatasetError
-from ..evaluation import (METRIC_KEYS, category_maps, category_metrics, eval_size_of, format_table, mean_metrics,
-                          resize_masks, split_dataset_options, vand_experiment_of)
-from ..image_io import atomic_write_text
+from ..evaluation import (METRIC_KEYS, category_evaluation, category_maps_and_scale, eval_size_of, format_table,
+                          mean_metrics, resize_masks, split_dataset_options, vand_experiment_of)
+from ..image_io import atomic_save_png, atomic_write_text
 from ..methods import Method, get_method
-from ..naming import plain_name
+from ..naming import plain_name, stored_stem
 from ..results import ResultStore
+from ..verdict import DECISION_KEY, decision_record, mask_png, predicted_mask, verdict_of
 from .engine import distributed_context, run_category
 
 __all__ = ["CategoryResult", "evaluate_category", "evaluate_run", "make_method", "run_title"]
@@ -49,6 +50,9 @@ class CategoryResult:
     vand_dir: Optional[str] = None
     features_computed: Optional[int] = None  # pass-1 features computed (methods with references)
     notes: list[str] = field(default_factory=list)
+    decision: Optional[dict[str, Any]] = None  # thresholds + normalisation (labelled categories)
+    verdicts: Optional[dict[str, int]] = None  # {"OK": n, "DEFECT": m} at the image threshold
+    masks_dir: Optional[str] = None  # where the predicted masks were written (--save-masks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,9 @@ class CategoryResult:
             **({"notes": self.notes} if self.notes else {}),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             **({"vand_dir": self.vand_dir} if self.vand_dir else {}),
+            **({DECISION_KEY: self.decision} if self.decision is not None else {}),
+            **({"verdicts": self.verdicts} if self.verdicts is not None else {}),
+            **({"masks_dir": self.masks_dir} if self.masks_dir else {}),
         }
 
 
@@ -80,9 +87,12 @@ def run_title(method: Method, kind: str, root: str, eval_size: int) -> str:
 def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, out_dir: Union[str, os.PathLike],
                       eval_size: int = 400, resume: bool = True, progress: bool = True,
                       vand_root: Optional[Union[str, os.PathLike]] = None,
-                      vand_experiment: Optional[str] = None) -> CategoryResult:
+                      vand_experiment: Optional[str] = None, save_masks: bool = False) -> CategoryResult:
     """Run (or reuse) every image of ``category`` with ``method``, then normalise and compute its
-    metrics; write ``<category>/scores.csv`` (and the VAND tree under ``vand_root``)."""
+    metrics and F1-optimal thresholds (labelled categories, :mod:`saa.verdict`); write
+    ``<category>/scores.csv`` with each image's verdict (and the VAND tree under ``vand_root``).
+    ``save_masks``: also write each image's predicted defect mask (PNG 0/255, image size) as
+    ``<category>/masks/<stored stem>.png`` (needs the pixel threshold: a labelled set with masks)."""
     store = ResultStore(out_dir)
     t_start = time.perf_counter()
     run = run_category(method, dataset, category, store, resume=resume, progress=progress)
@@ -92,7 +102,7 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
     raw_scores = [r.image_score for r in run.results]
 
     t0 = time.perf_counter()
-    norm_maps, scores, note = category_maps(raw, eval_size, category)
+    norm_maps, scores, note, normalisation = category_maps_and_scale(raw, eval_size, category)
     del raw
     notes = [] if note is None else [note]
     if note:
@@ -105,22 +115,45 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
         "anomalous": sum(lab == 1 for lab in labels),
         "unlabelled": sum(lab is None for lab in labels),
     }
+    decision = None
+    thresholds = {"image_threshold": None, "pixel_threshold": None}
     if labelled:
         masks = None
         if dataset.has_masks:
             masks = resize_masks([dataset.load_mask(s, hw) for s, hw in zip(samples, sizes)], eval_size)
-        metrics = category_metrics(labels, scores, masks, norm_maps)
+        metrics, thresholds = category_evaluation(labels, scores, masks, norm_maps)
         del masks
+        decision = decision_record(thresholds, normalisation, method.name, method.fingerprint(category, None),
+                                   int(method.config.out_size))
     else:
         metrics = {k: None for k in METRIC_KEYS}
     t_metrics = time.perf_counter() - t0
 
-    rows = [("key", "label", "raw_score", "image_score")]
-    rows += [(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", f"{n:.8g}")
-             for s, r, n in zip(samples, raw_scores, scores)]
+    image_t = thresholds["image_threshold"]
+    verdicts = [verdict_of(n, image_t) for n in scores]
+    # image_score with repr precision: the verdict (score >= threshold) can be re-checked from the file
+    rows = [("key", "label", "raw_score", "image_score", "verdict")]
+    rows += [(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", repr(float(n)), v or "")
+             for s, r, n, v in zip(samples, raw_scores, scores, verdicts)]
+    cstore = store.category(category)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
-    atomic_write_text(store.category(category).scores_csv, buf.getvalue())
+    atomic_write_text(cstore.scores_csv, buf.getvalue())
+
+    masks_dir = None
+    if save_masks:
+        if thresholds["pixel_threshold"] is None:
+            msg = (f"{category}: no predicted masks written: they need the pixel threshold of a labelled "
+                   "category with ground-truth masks")
+            log.warning(msg)
+            notes.append(msg)
+        else:
+            folder = store.path(category, "masks")
+            folder.mkdir(parents=True, exist_ok=True)
+            for s, m, hw in zip(samples, norm_maps, sizes):
+                target = store.path(category, "masks", stored_stem(s.key) + ".png")
+                atomic_save_png(target, mask_png(predicted_mask(m, thresholds["pixel_threshold"], hw)))
+            masks_dir = str(folder)
 
     vand_dir = None
     if vand_root is not None:
@@ -131,9 +164,11 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
     seconds = dict(run.seconds, total=time.perf_counter() - t_start, metrics=t_metrics)
     log.info("%s: %d images, %d computed, %d reused (%.1f s)", category, len(samples), run.computed, run.reused,
              seconds["total"])
+    counted = None if image_t is None else {"OK": verdicts.count("OK"), "DEFECT": verdicts.count("DEFECT")}
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
                           metrics, counts, run.computed, run.reused, seconds, vand_dir,
-                          run.features_computed if method.needs_references else None, notes)
+                          run.features_computed if method.needs_references else None, notes, decision, counted,
+                          masks_dir)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
@@ -330,14 +365,16 @@ def _write_outputs(run: _Run, result: dict[str, Any], print_table: bool) -> None
 def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str, os.PathLike],
                  categories: Optional[Iterable[str]] = None, data_root: Optional[Union[str, os.PathLike]] = None,
                  device: Optional[str] = None, resume: bool = True, progress: bool = True,
-                 pipeline=None, print_table: bool = True, method: Optional[str] = None) -> dict[str, Any]:
+                 pipeline=None, print_table: bool = True, method: Optional[str] = None,
+                 save_masks: bool = False) -> dict[str, Any]:
     """Evaluate a config on its dataset; write the run files in ``out_dir`` (see :mod:`saa.evaluator`).
 
     ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
     config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs
     the same). ``categories``: a subset (default: every category present under the root).
     ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
-    whose models are reused by the ``saa`` method.
+    whose models are reused by the ``saa`` method. ``save_masks``: write the predicted defect masks
+    (see :func:`evaluate_category`).
 
     Returns the content of ``metrics.json``.
     """
@@ -357,7 +394,7 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
         resume = True  # the maps the shards have just computed are this run's
     results = {cat: evaluate_category(run.method, run.dataset, cat, run.out, eval_size=run.eval_size, resume=resume,
                                       progress=progress, vand_root=run.vand_root,
-                                      vand_experiment=run.vand_experiment)
+                                      vand_experiment=run.vand_experiment, save_masks=save_masks)
                for cat in run.categories}
     result = _result_dict(run, results, world, shard_computed, t_start)
     _write_outputs(run, result, print_table)
