@@ -472,8 +472,8 @@ class ModelsConfig(BaseModel):
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
     #: The folder relative model paths are joined to (and only that folder). Relative to the
     #: config file's folder when written in a file, to the current directory when given with
-    #: ``--set`` or in code. Unset (the default): each file is looked up in ``$SAA_WEIGHTS_DIR``,
-    #: the folder install.sh recorded, then the repository's ``weights/`` (saa.settings).
+    #: ``--set`` or in code. Unset (the default): ``$SAA_WEIGHTS_DIR`` when set, else each file is
+    #: looked up in the folder install.sh recorded, then the repository's ``weights/`` (saa.settings).
     weights_dir: Optional[NonEmptyStr] = None
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     sam: SamConfig = Field(default_factory=SamConfig)

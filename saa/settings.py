@@ -16,10 +16,10 @@ unreadable or malformed one is ignored with a warning (``saa doctor`` says what 
 2. When the config sets ``models.weights_dir``, a relative path is joined to that folder and to no
    other. A relative ``weights_dir`` written in a config *file* is relative to that file's folder;
    one given with ``--set`` (or in a config built in code) is relative to the current directory.
-3. Otherwise the file is taken from the first of these folders that holds it:
-   ``$SAA_WEIGHTS_DIR`` (when set), the folder recorded in the settings file (when recorded), the
-   ``weights/`` folder of the repository the package runs from (a source checkout). When none
-   holds it, it is reported missing under the first of these folders.
+3. Otherwise, when ``$SAA_WEIGHTS_DIR`` is set, it is joined to that folder and to no other.
+4. Otherwise the file is taken from the first of these folders that holds it: the folder recorded
+   in the settings file (when recorded), the ``weights/`` folder of the repository the package
+   runs from (a source checkout). When neither holds it, it is reported missing under the first.
 
 Run as ``python -m saa.settings --record-weights-dir DIR`` (what ``install.sh`` does) to record a
 folder; only the standard library is used, so this works before the package's dependencies are
@@ -118,12 +118,13 @@ def record_weights_dir(folder: Union[str, os.PathLike]) -> Path:
 
 def weights_dirs() -> list[tuple[str, Path]]:
     """The folders a relative model path is looked up in when the config sets no
-    ``models.weights_dir``, in order, each with where it comes from."""
-    out: list[tuple[str, Path]] = []
+    ``models.weights_dir``, in order, each with where it comes from: ``$SAA_WEIGHTS_DIR`` alone
+    when it is set, else the recorded folder (if any) and the repository's ``weights/``."""
     env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
     if env:
         p = Path(env).expanduser()
-        out.append((f"${WEIGHTS_DIR_ENV}", p if p.is_absolute() else Path.cwd() / p))
+        return [(f"${WEIGHTS_DIR_ENV}", p if p.is_absolute() else Path.cwd() / p)]
+    out: list[tuple[str, Path]] = []
     recorded = read_settings().get("weights_dir")
     if recorded:
         p = Path(recorded).expanduser()

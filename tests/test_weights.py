@@ -80,7 +80,7 @@ def test_config_file_weights_dir_is_relative_to_the_file_not_the_cwd(tiny_models
     assert f"found    {root / 'sam_tiny.pth'}" in said and "MISSING" not in said
 
 
-def test_lookup_order_env_then_settings_then_repository(tiny_models, tmp_path, monkeypatch):
+def test_lookup_order_settings_then_repository_env_alone(tiny_models, tmp_path, monkeypatch):
     root = Path(tiny_models.root)
     monkeypatch.chdir(tmp_path)
     ov = relative_overrides(tiny_models)
@@ -96,20 +96,32 @@ def test_lookup_order_env_then_settings_then_repository(tiny_models, tmp_path, m
     assert required_model_files(cfg) == []
     assert cfg.resolve_path("bert") == root / "bert"
 
-    # $SAA_WEIGHTS_DIR comes first, file by file: what it holds wins, the rest comes from the next folder
+    # the recorded folder and the repository's weights/ are searched file by file
+    monkeypatch.setattr("saa.settings.REPO_WEIGHTS_DIR", tmp_path / "repo_weights")
+    (tmp_path / "repo_weights").mkdir()
+    (tmp_path / "repo_weights" / "only_in_repo.pth").write_bytes(b"x")
+    cfg = load_config(MVTEC, ov)
+    assert cfg.resolve_path("only_in_repo.pth") == tmp_path / "repo_weights" / "only_in_repo.pth"
+    assert cfg.resolve_path("sam_tiny.pth") == root / "sam_tiny.pth"
+    # an empty folder (what a failed download can leave) does not hide the real one ...
+    (tmp_path / "repo_weights" / "bert").mkdir()
+    record_weights_dir(tmp_path / "repo_weights")
+    monkeypatch.setattr("saa.settings.REPO_WEIGHTS_DIR", root)
+    assert load_config(MVTEC, ov).resolve_path("bert") == root / "bert"
+    # ... and a file no folder holds is reported under the first folder
+    assert load_config(MVTEC, ov).resolve_path("nowhere.pth") == tmp_path / "repo_weights" / "nowhere.pth"
+    record_weights_dir(root)
+
+    # $SAA_WEIGHTS_DIR, when set, is the one folder (what the shell says wins over what was recorded)
     env_dir = tmp_path / "env_weights"
     env_dir.mkdir()
     (env_dir / "sam_tiny.pth").write_bytes(Path(tiny_models.sam_checkpoint).read_bytes())
     monkeypatch.setenv("SAA_WEIGHTS_DIR", str(env_dir))
     cfg = load_config(MVTEC, ov)
-    assert [p for _, p in cfg.weights_dirs()] == [env_dir, root, REPO_WEIGHTS_DIR]
+    assert cfg.weights_dirs() == [("$SAA_WEIGHTS_DIR", env_dir)]
     assert cfg.resolve_path("sam_tiny.pth") == env_dir / "sam_tiny.pth"
-    assert cfg.resolve_path("bert") == root / "bert"
-    # an empty folder (what a failed download can leave) does not hide the real one
-    (env_dir / "bert").mkdir()
-    assert cfg.resolve_path("bert") == root / "bert"
-    # a file no folder holds is reported under the first folder
-    assert cfg.resolve_path("nowhere.pth") == env_dir / "nowhere.pth"
+    assert cfg.resolve_path("bert") == env_dir / "bert"
+    assert len(required_model_files(cfg)) == 3
 
     # a weights_dir the config sets is the only folder: no fall-back to the recorded one
     cfg = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'empty'}"])
