@@ -453,7 +453,7 @@ else
 fi
 
 if [[ $n_failed == 0 ]]; then
-  echo "all ${#R_NAME[@]} model files are in place. Next: saa demo   (saa doctor checks the installation)"
+  echo "all ${#R_NAME[@]} files above are in place. Next: saa demo   (saa doctor checks the installation)"
   [[ -n "$PKG_VERSION" ]] && exit "$EXIT_OK"
   exit "$EXIT_ERROR"
 fi
@@ -466,7 +466,7 @@ RETRY="bash $0 --no-package"
 [[ -n "$SAM2" ]] && RETRY="$RETRY --sam2 $SAM2"
 cat <<EOF
 
-$n_failed of ${#R_NAME[@]} model files could not be downloaded (FAILED above).
+$n_failed of the ${#R_NAME[@]} files above could not be downloaded or checked (FAILED).
 EOF
 if [[ -n "$PKG_VERSION" ]]; then
   cat <<EOF

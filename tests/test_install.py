@@ -201,7 +201,7 @@ def test_local_mirror_downloads_checks_and_exit_0(tmp_path, mirror):
     assert rows["bert-base-uncased/tokenizer_config.json"] == "downloaded"
     assert rows["bert-base-uncased/config.json"] == "present"
     assert rows["wide_resnet50_2.pth"] == "present"
-    assert "FAILED" not in r.stdout and "model files are in place" in r.stdout
+    assert "FAILED" not in r.stdout and "files above are in place" in r.stdout
 
     # a third run: the BERT folder is complete as a whole (no hub contact at all)
     mirror.files.clear()
