@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import SaaError
 
-COMMAND_MODULES = ["predict", "run", "prepare", "report", "demo", "ui"]
+COMMAND_MODULES = ["predict", "run", "prepare", "report", "demo", "ui", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "regularised by expert-knowledge and saliency prompts. Models load from local files only.",
         epilog="Run `saa COMMAND --help` for the options of a command.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"saa {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--max-pixels", type=_pixels_arg, default=None, metavar="N",

@@ -44,6 +44,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from .errors import ConfigError
+from .settings import WEIGHTS_DIR_ENV, find_model_file, weights_dirs  # noqa: F401 (WEIGHTS_DIR_ENV: re-exported)
 
 __all__ = [
     "CROSS_IMAGE_KEYS",
@@ -65,8 +66,6 @@ __all__ = [
     "parse_property_sentence",
     "register_preset",
 ]
-
-WEIGHTS_DIR_ENV = "SAA_WEIGHTS_DIR"
 
 # --------------------------------------------------------------------------------------------
 # Field types with user-readable error messages
@@ -464,10 +463,6 @@ class SaliencyConfig(BaseModel):
         return value
 
 
-def _default_weights_dir() -> str:
-    return os.environ.get(WEIGHTS_DIR_ENV) or "weights"
-
-
 class ModelsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -475,9 +470,11 @@ class ModelsConfig(BaseModel):
     #: Numeric precision on CUDA: fp32 (exact, default), tf32 (TF32 matmuls), bf16 / fp16 (autocast).
     #: Ignored on the CPU, which always computes in fp32.
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
-    #: Relative model paths are resolved against this folder (itself relative to the CWD).
-    #: When the config does not set it, ``$SAA_WEIGHTS_DIR`` or ``weights`` is used.
-    weights_dir: NonEmptyStr = Field(default_factory=_default_weights_dir)
+    #: The folder relative model paths are joined to (and only that folder). Relative to the
+    #: config file's folder when written in a file, to the current directory when given with
+    #: ``--set`` or in code. Unset (the default): ``$SAA_WEIGHTS_DIR`` when set, else each file is
+    #: looked up in the folder install.sh recorded, then the repository's ``weights/`` (saa.settings).
+    weights_dir: Optional[NonEmptyStr] = None
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     sam: SamConfig = Field(default_factory=SamConfig)
     saliency: SaliencyConfig = Field(default_factory=SaliencyConfig)
@@ -679,14 +676,24 @@ class SaaConfig(BaseModel):
         return out
 
     def resolve_path(self, p: Union[str, os.PathLike]) -> Path:
-        """Absolute paths (``~`` expanded) unchanged; relative ones joined to ``weights_dir``."""
+        """Where the model file ``p`` is: an absolute path (``~`` expanded) unchanged; a relative
+        one joined to ``models.weights_dir`` when the config sets it, else the first of
+        :meth:`weights_dirs` that holds it (the first of them when none does). The full order is
+        in :mod:`saa.settings`."""
         path = Path(p).expanduser()
         if path.is_absolute():
             return path
-        base = Path(self.models.weights_dir).expanduser()
-        if not base.is_absolute():
-            base = Path.cwd() / base
-        return base / path
+        if self.models.weights_dir is not None:
+            return self.weights_dirs()[0][1] / path
+        return find_model_file(path)
+
+    def weights_dirs(self) -> list[tuple[str, Path]]:
+        """The folders relative model paths are looked up in, in order, each with where it comes
+        from: only ``models.weights_dir`` when the config sets it."""
+        if self.models.weights_dir is not None:
+            base = Path(self.models.weights_dir).expanduser()
+            return [("models.weights_dir", base if base.is_absolute() else Path.cwd() / base)]
+        return weights_dirs()
 
     def to_yaml(self, comment: Optional[str] = None) -> str:
         """YAML text that :func:`load_config` reads back to an equal config."""
@@ -875,7 +882,25 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
             f"{path}: the top level must be a mapping of keys to values, "
             f"got a {type(data).__name__}"
         )
-    return config_from_dict(data, overrides, source=str(path))
+    data = _weights_dir_from_file(data, path)
+    cfg = config_from_dict(data, overrides, source=str(path))
+    wd = cfg.models.weights_dir
+    if wd is not None and not wd.startswith("~") and not Path(wd).is_absolute():
+        # set with --set: relative to the current directory, fixed now (a run's config.yaml then
+        # names the same folder from anywhere)
+        cfg.models.weights_dir = os.path.normpath(Path.cwd() / wd)
+    return cfg
+
+
+def _weights_dir_from_file(data: dict, path: Path) -> dict:
+    """``models.weights_dir`` of a config file made absolute against the file's folder (a copy of
+    ``data``; values that are not a relative path are left for validation)."""
+    models = data.get("models")
+    wd = models.get("weights_dir") if isinstance(models, dict) else None
+    if not isinstance(wd, str) or not wd.strip() or "\x00" in wd or wd.startswith("~") or Path(wd).is_absolute():
+        return data
+    base = path.expanduser().resolve().parent
+    return {**data, "models": {**models, "weights_dir": os.path.normpath(base / wd)}}
 
 
 def config_from_dict(

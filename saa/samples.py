@@ -11,7 +11,7 @@ DEFAULT_CONFIG = "configs/mvtec.yaml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 __all__ = ["REPO", "SAMPLES_DIR", "DEFAULT_CONFIG", "sample_images", "category_of_sample", "default_config_path",
-           "missing_model_files", "choose_method", "lite_message"]
+           "missing_model_files", "choose_method", "lite_message", "missing_files_message", "require_model_files"]
 
 
 def sample_images(folder: Path = SAMPLES_DIR) -> list[Path]:
@@ -49,9 +49,46 @@ def choose_method(method: str, missing: Sequence[str]) -> str:
         return "lite" if missing else "saa"
     method = canonical_name(method)
     if method == "saa" and missing:
-        raise SaaError("the full method needs model files that are missing: " + ", ".join(missing)
-                       + ". Get them with `bash install.sh`, or use --method lite")
+        raise SaaError(missing_files_message(missing))
     return method
+
+
+def missing_files_message(missing: Sequence[str], what: Optional[Sequence[str]] = None,
+                          folders: Optional[Sequence[tuple[str, Path]]] = None,
+                          label: str = "the full method (SAA+)") -> str:
+    """One message naming every missing file (``what``: a description of each), the folders looked
+    in, the install command and the lite alternative."""
+    n = len(missing)
+    lines = [f"{label} needs {n} model file{'s' if n != 1 else ''} that {'were' if n != 1 else 'was'} not found:"]
+    for i, path in enumerate(missing):
+        desc = what[i] if what is not None and i < len(what) and what[i] else None
+        lines.append(f"  - {path}" + (f"  ({desc})" if desc else ""))
+    if folders:
+        lines.append("looked in: " + "; ".join(f"{folder} ({src})" for src, folder in folders))
+    lines.append("get them with `bash install.sh` (`bash install.sh --no-package` downloads only the model files; "
+                 "`saa doctor` shows where saa looks), or run without them: --method lite")
+    return "\n".join(lines)
+
+
+def require_model_files(method) -> None:
+    """Raise a :class:`~saa.errors.CheckpointError` listing ALL model files ``method`` needs but
+    that do not exist (call it before any model loads)."""
+    from .errors import CheckpointError
+
+    missing = [str(p) for p in method.required_files()]
+    if not missing:
+        return
+    cfg = getattr(method, "config", None)
+    what, folders = None, None
+    if cfg is not None:
+        folders = cfg.weights_dirs()
+        if method.name == "saa":
+            from .methods.saa_plus import model_files
+
+            names = {str(cfg.resolve_path(p)): desc for desc, p in model_files(cfg)}
+            what = [names.get(p) for p in missing]
+    label = "the full method (SAA+)" if method.name == "saa" else f"method {method.name}"
+    raise CheckpointError(missing_files_message(missing, what, folders, label))
 
 
 def lite_message(missing: Sequence[str]) -> str:

@@ -12,6 +12,14 @@ def tiny_models(tmp_path_factory):
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"), seed=0)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch, tmp_path_factory):
+    """No test reads the real per-user settings file (the weights folder install.sh recorded) or a
+    weights folder of the shell: model files are looked up where each test says."""
+    monkeypatch.setenv("SAA_SETTINGS", str(tmp_path_factory.getbasetemp() / "no_user_settings.json"))
+    monkeypatch.delenv("SAA_WEIGHTS_DIR", raising=False)
+
+
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
 
 

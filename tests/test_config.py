@@ -621,18 +621,19 @@ def test_resolve_path(tmp_path, monkeypatch):
 
 
 def test_weights_dir_default_and_env(tmp_path, monkeypatch):
+    # unset weights_dir: $SAA_WEIGHTS_DIR, the recorded folder, the repository's weights/ (saa.settings)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SAA_WEIGHTS_DIR", raising=False)
-    assert config_from_dict(minimal()).models.weights_dir == "weights"
-    assert load_config(CONFIGS / "mvtec.yaml").resolve_path("sam.pth") == (
-        tmp_path / "weights" / "sam.pth"
-    )
+    monkeypatch.setenv("SAA_SETTINGS", str(tmp_path / "no_settings.json"))
+    assert config_from_dict(minimal()).models.weights_dir is None
+    assert load_config(CONFIGS / "mvtec.yaml").resolve_path("sam.pth") == REPO / "weights" / "sam.pth"
     monkeypatch.setenv("SAA_WEIGHTS_DIR", "/models/saa")
     cfg = load_config(CONFIGS / "mvtec.yaml")
     assert cfg.resolve_path(cfg.models.sam.checkpoint) == Path("/models/saa/sam_vit_h_4b8939.pth")
-    # an explicit value in the config wins over the environment
+    # an explicit value wins over the environment; with --set it is relative to the current folder
     cfg = load_config(CONFIGS / "mvtec.yaml", ["models.weights_dir=mine"])
     assert cfg.resolve_path("a") == tmp_path / "mine" / "a"
+    assert cfg.models.weights_dir == str(tmp_path / "mine")  # fixed at load: a run's config.yaml keeps it
 
 
 # ---------------------------------------------------------------------------------------------

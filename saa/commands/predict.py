@@ -139,10 +139,12 @@ def _decision(args, cfg, method):
 def run(args) -> int:
     from ..config import load_config
     from ..run import make_method
+    from ..samples import require_model_files
 
     cfg = load_config(args.config, overrides_of(args))
     cfg.category(args.category)  # fail early on an unknown category
     method = make_method(cfg)
+    require_model_files(method)  # every missing model file at once, before any model loads
     panels = choose_panels(args.panels, method)
     decision = _decision(args, cfg, method)
     images = expand_images(args.images)

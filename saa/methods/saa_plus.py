@@ -12,7 +12,7 @@ from ..prediction import Prediction
 from . import register_method
 from .base import Method, reference_set_id
 
-__all__ = ["SaaMethod", "config_fingerprint"]
+__all__ = ["SaaMethod", "config_fingerprint", "model_files", "required_model_files"]
 
 
 def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequence[str]] = None) -> str:
@@ -47,13 +47,24 @@ def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequen
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def required_model_files(cfg: SaaConfig) -> list[str]:
-    """Model files of SAA+ that ``cfg`` names but that do not exist."""
+def model_files(cfg: SaaConfig) -> list[tuple[str, str]]:
+    """(what, path as configured) of every model file SAA+ needs under ``cfg`` (the Grounding DINO
+    config .py is not among them: the groundingdino package's own copy stands in for it)."""
     m = cfg.models
-    wanted = [m.grounding.checkpoint, m.grounding.text_encoder, m.sam.checkpoint]
+    out = [("Grounding DINO checkpoint", m.grounding.checkpoint),
+           ("BERT text encoder folder", m.grounding.text_encoder),
+           ("SAM checkpoint", m.sam.checkpoint)]
     if not str(m.saliency.checkpoint).startswith("package:"):
-        wanted.append(m.saliency.checkpoint)
-    return [str(cfg.resolve_path(p)) for p in wanted if not cfg.resolve_path(p).exists()]
+        out.append((f"saliency CNN weights, {m.saliency.backbone}", m.saliency.checkpoint))
+    return out
+
+
+def required_model_files(cfg: SaaConfig) -> list[str]:
+    """Model files of SAA+ that ``cfg`` names but that do not exist (resolved paths)."""
+    from ..settings import model_path_exists
+
+    paths = [cfg.resolve_path(p) for _, p in model_files(cfg)]
+    return [str(p) for p in paths if not model_path_exists(p)]
 
 
 @register_method

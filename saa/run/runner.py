@@ -235,7 +235,21 @@ class _Run:
     vand_experiment: Optional[str] = None
 
 
-def _prepare(config, out_dir, categories, data_root, device, method, pipeline) -> _Run:
+def _needs_computing(run: _Run, resume: bool) -> bool:
+    """Whether some image of the run has no stored result yet (so the method's models must load).
+    Only checks that the files exist: a stored result of other settings is found stale later."""
+    if not resume:
+        return True
+    store = ResultStore(run.out)
+    for cat in run.categories:
+        cs = store.category(cat)
+        for s in run.dataset.samples(cat):
+            if not (cs.result_path(s.key).is_file() and cs.sidecar_path(s.key).is_file()):
+                return True
+    return False
+
+
+def _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume: bool = True) -> _Run:
     """The run's config (with the command line's overrides), method, dataset and categories; the
     output folder with ``config.yaml`` (its Reproduce line reruns exactly this run)."""
     config_file = None
@@ -261,6 +275,10 @@ def _prepare(config, out_dir, categories, data_root, device, method, pipeline) -
     ds = build_dataset(kind, root, **ds_options)
     run = _Run(config, config_file, meth, ds, ds_options, _select_categories(config, ds, categories), Path(out_dir),
                eval_size)
+    if pipeline is None and meth.required_files() and _needs_computing(run, resume):
+        from ..samples import require_model_files
+
+        require_model_files(meth)  # every missing model file at once, before any model loads
     run.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.out / "config.yaml", config.to_yaml(
         comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
@@ -361,7 +379,7 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
     Returns the content of ``metrics.json``.
     """
     t_start = time.perf_counter()
-    run = _prepare(config, out_dir, categories, data_root, device, method, pipeline)
+    run = _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume)
     rank, world, local = distributed_context()
     shard_computed: Optional[int] = None
     if world > 1:

@@ -1,0 +1,271 @@
+"""Model files found from anywhere (saa.settings, SaaConfig.resolve_path), and every missing one
+named at once before any model loads (saa run / predict / run_*.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saa.cli import main
+from saa.config import load_config
+from saa.methods.saa_plus import required_model_files
+from saa.settings import REPO_WEIGHTS_DIR, read_settings, record_weights_dir, settings_path, weights_dirs
+
+from test_evaluator import make_mvtec
+from test_pipeline_e2e import real_image
+
+REPO = Path(__file__).resolve().parents[1]
+MVTEC = REPO / "configs" / "mvtec.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _own_settings(tmp_path, monkeypatch):
+    """No test reads or writes the real per-user settings, nor sees a $SAA_WEIGHTS_DIR of the shell."""
+    monkeypatch.setenv("SAA_SETTINGS", str(tmp_path / "settings" / "settings.json"))
+    monkeypatch.delenv("SAA_WEIGHTS_DIR", raising=False)
+
+
+def relative_models(tiny) -> dict:
+    """The tiny model files by their names only (relative paths: a weights folder must supply them)."""
+    return {
+        "grounding": {"config": Path(tiny.grounding_config).name, "checkpoint": Path(tiny.grounding_checkpoint).name,
+                      "text_encoder": Path(tiny.text_encoder).name},
+        "sam": {"checkpoint": Path(tiny.sam_checkpoint).name},
+        "saliency": {"backbone": tiny.saliency_backbone, "checkpoint": Path(tiny.saliency_checkpoint).name},
+    }
+
+
+def relative_overrides(tiny) -> list[str]:
+    return [f"models.{sec}.{k}={v}" for sec, d in relative_models(tiny).items() for k, v in d.items()]
+
+
+def test_config_file_weights_dir_is_relative_to_the_file_not_the_cwd(tiny_models, tmp_path, monkeypatch, capsys):
+    root = Path(tiny_models.root)
+    conf_dir = tmp_path / "project" / "configs"
+    conf_dir.mkdir(parents=True)
+    data = yaml.safe_load(MVTEC.read_text())
+    data["models"] = {"weights_dir": os.path.relpath(root, conf_dir), **relative_models(tiny_models)}
+    cfg_file = conf_dir / "mine.yaml"
+    cfg_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    cwd = tmp_path / "somewhere" / "else"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+
+    cfg = load_config(cfg_file)
+    assert cfg.resolve_path("sam_tiny.pth") == root / "sam_tiny.pth"
+    assert cfg.weights_dirs() == [("models.weights_dir", root)]
+    assert required_model_files(cfg) == []
+    # the resolved config (what a run writes as config.yaml) names the same folder from anywhere
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(cfg.to_yaml())
+    again = load_config(tmp_path / "run" / "config.yaml")
+    assert again.resolve_path("sam_tiny.pth") == root / "sam_tiny.pth"
+
+    # the full method runs from this third folder, with every model loaded from the config's folder
+    img = real_image("mvtec_ad__*/bottle/test/broken_large/000.png", tmp_path, size=128)
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", "--config", str(cfg_file), "--category", "bottle", "--out", str(out),
+                 "--set", "out_size=128", "--panels", "none", str(img)]) == 0
+    info = json.loads((out / f"{img.stem}.json").read_text())
+    assert info["method"] == "saa" and len(info["candidates"]) > 0  # Grounding DINO + SAM ran
+    capsys.readouterr()
+    assert main(["doctor", "--config", str(cfg_file)]) == 0
+    said = capsys.readouterr().out
+    assert f"found    {root / 'sam_tiny.pth'}" in said and "MISSING" not in said
+
+
+def test_lookup_order_settings_then_repository_env_alone(tiny_models, tmp_path, monkeypatch):
+    root = Path(tiny_models.root)
+    monkeypatch.chdir(tmp_path)
+    ov = relative_overrides(tiny_models)
+    # nothing set: the repository's weights/ folder (a checkout), wherever the current folder is
+    assert weights_dirs() == [("repository weights/ folder", REPO_WEIGHTS_DIR)]
+    assert load_config(MVTEC, ov).resolve_path("sam_tiny.pth") == REPO_WEIGHTS_DIR / "sam_tiny.pth"
+
+    # the folder install.sh recorded
+    path = record_weights_dir(root)
+    assert path == settings_path() and json.loads(path.read_text()) == {"weights_dir": str(root)}
+    cfg = load_config(MVTEC, ov)
+    assert [p for _, p in cfg.weights_dirs()] == [root, REPO_WEIGHTS_DIR]
+    assert required_model_files(cfg) == []
+    assert cfg.resolve_path("bert") == root / "bert"
+
+    # the recorded folder and the repository's weights/ are searched file by file
+    monkeypatch.setattr("saa.settings.REPO_WEIGHTS_DIR", tmp_path / "repo_weights")
+    (tmp_path / "repo_weights").mkdir()
+    (tmp_path / "repo_weights" / "only_in_repo.pth").write_bytes(b"x")
+    cfg = load_config(MVTEC, ov)
+    assert cfg.resolve_path("only_in_repo.pth") == tmp_path / "repo_weights" / "only_in_repo.pth"
+    assert cfg.resolve_path("sam_tiny.pth") == root / "sam_tiny.pth"
+    # an empty folder (what a failed download can leave) does not hide the real one ...
+    (tmp_path / "repo_weights" / "bert").mkdir()
+    record_weights_dir(tmp_path / "repo_weights")
+    monkeypatch.setattr("saa.settings.REPO_WEIGHTS_DIR", root)
+    assert load_config(MVTEC, ov).resolve_path("bert") == root / "bert"
+    # ... and a file no folder holds is reported under the first folder
+    assert load_config(MVTEC, ov).resolve_path("nowhere.pth") == tmp_path / "repo_weights" / "nowhere.pth"
+    record_weights_dir(root)
+
+    # $SAA_WEIGHTS_DIR, when set, is the one folder (what the shell says wins over what was recorded)
+    env_dir = tmp_path / "env_weights"
+    env_dir.mkdir()
+    (env_dir / "sam_tiny.pth").write_bytes(Path(tiny_models.sam_checkpoint).read_bytes())
+    monkeypatch.setenv("SAA_WEIGHTS_DIR", str(env_dir))
+    cfg = load_config(MVTEC, ov)
+    assert cfg.weights_dirs() == [("$SAA_WEIGHTS_DIR", env_dir)]
+    assert cfg.resolve_path("sam_tiny.pth") == env_dir / "sam_tiny.pth"
+    assert cfg.resolve_path("bert") == env_dir / "bert"
+    assert len(required_model_files(cfg)) == 3
+
+    # a weights_dir the config sets is the only folder: no fall-back to the recorded one
+    cfg = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'empty'}"])
+    assert len(required_model_files(cfg)) == 4
+    (tmp_path / "empty" / "bert").mkdir(parents=True)
+    assert str(tmp_path / "empty" / "bert") in required_model_files(cfg)  # an empty folder is no model
+    assert cfg.resolve_path("sam_tiny.pth") == tmp_path / "empty" / "sam_tiny.pth"
+
+
+def test_unusable_settings_file_is_ignored_with_a_warning(tmp_path, caplog, capsys):
+    p = settings_path()
+    p.parent.mkdir(parents=True)
+    p.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="saa.settings"):
+        assert read_settings() == {}
+    assert str(p) in caplog.text and "not valid JSON" in caplog.text
+    assert weights_dirs() == [("repository weights/ folder", REPO_WEIGHTS_DIR)]
+    assert main(["doctor"]) in (0, 3)
+    assert "UNUSABLE, ignored: not valid JSON" in capsys.readouterr().out
+    # writing replaces the broken file; a good file keeps its other keys
+    record_weights_dir(tmp_path / "w1")
+    p.write_text(json.dumps({**json.loads(p.read_text()), "note": "kept"}))
+    record_weights_dir(tmp_path / "w2")
+    assert json.loads(p.read_text()) == {"weights_dir": str(tmp_path / "w2"), "note": "kept"}
+    p.write_text(json.dumps({"weights_dir": 5}))
+    assert read_settings() == {}
+
+
+def test_settings_location_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAA_SETTINGS")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert settings_path() == tmp_path / "xdg" / "saa" / "settings.json"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert settings_path() == tmp_path / "home" / ".config" / "saa" / "settings.json"
+
+
+# ------------------------------------------------------------------ all missing files at once
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, SAA_SETTINGS=str(tmp_path / "settings.json"), PYTHONPATH=str(REPO))
+    env.pop("SAA_WEIGHTS_DIR", None)
+    return env
+
+
+def _check_missing_message(r: subprocess.CompletedProcess, weights: Path, prog: str) -> None:
+    err = r.stderr
+    assert r.returncode == 1, r.stdout + err
+    assert "Traceback" not in err and "%|" not in err  # one message, before any progress bar
+    assert err.startswith(f"{prog}: error: the full method (SAA+) needs 3 model files that were not found:")
+    for name in ("bert-base-uncased", "sam_vit_h_4b8939.pth", "wide_resnet50_2.pth"):
+        assert f"  - {weights / name}  (" in err, name
+    assert "groundingdino_swint_ogc.pth" not in err  # the one in place is not named
+    assert f"looked in: {weights} (models.weights_dir)" in err
+    assert "bash install.sh" in err and "--method lite" in err and "saa doctor" in err
+
+
+@pytest.fixture
+def partial_weights(tmp_path) -> Path:
+    w = tmp_path / "partial"
+    w.mkdir()
+    (w / "groundingdino_swint_ogc.pth").write_bytes(b"present")
+    return w
+
+
+def test_run_lists_every_missing_file_before_loading(tmp_path, partial_weights):
+    data = make_mvtec(tmp_path / "data")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "saa", "run", str(MVTEC), "--data-root", str(data), "--out", str(out),
+                        "--set", f"models.weights_dir={partial_weights}"],
+                       capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=300)
+    _check_missing_message(r, partial_weights, "saa")
+    assert not out.exists()  # nothing was written
+
+
+def test_run_script_lists_every_missing_file(tmp_path, partial_weights):
+    data = make_mvtec(tmp_path / "data")
+    r = subprocess.run([sys.executable, str(REPO / "run_MVTec.py"), "--data-root", str(data),
+                        "--out", str(tmp_path / "run"), "--set", f"models.weights_dir={partial_weights}"],
+                       capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=300)
+    _check_missing_message(r, partial_weights, "run_MVTec.py")
+
+
+def test_predict_lists_every_missing_file(tmp_path, partial_weights):
+    img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=64)
+    out = tmp_path / "pred"
+    r = subprocess.run([sys.executable, "-m", "saa", "predict", "--config", str(MVTEC), "--category", "bottle",
+                        "--out", str(out), "--set", f"models.weights_dir={partial_weights}", str(img)],
+                       capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=300)
+    _check_missing_message(r, partial_weights, "saa")
+    assert not out.exists()
+
+
+def test_lite_needs_no_model_file(tmp_path, partial_weights, capsys):
+    img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=64)
+    assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite",
+                 "--out", str(tmp_path / "pred"), "--set", f"models.weights_dir={partial_weights}",
+                 "--panels", "none", str(img)]) == 0
+
+
+def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path):
+    """Nothing to compute: a complete run folder is evaluated again where the model files are gone
+    (weights_dir is not part of a map's fingerprint, so every stored map is reused)."""
+    from saa import evaluator as E
+
+    data = make_mvtec(tmp_path / "data")
+    ov = relative_overrides(tiny_models) + ["general_prompts=[]", "out_size=128"]
+    out = tmp_path / "run"
+    first = E.evaluate_run(load_config(MVTEC, ov + [f"models.weights_dir={tiny_models.root}"]), out,
+                           data_root=data, progress=False, print_table=False)
+    assert first["totals"]["computed"] == 3
+    gone = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'gone'}"])
+    again = E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False)
+    assert again["totals"]["reused"] == 3 and again["categories"] == {
+        c: {**v, "seconds": again["categories"][c]["seconds"], "computed": 0, "reused": 3}
+        for c, v in first["categories"].items()}
+    # recomputing needs the files: all of them named at once
+    from saa.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="needs 4 model files"):
+        E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False, resume=False)
+
+
+def test_demo_and_doctor_find_recorded_weights_from_any_folder(tiny_models, tmp_path, monkeypatch, capsys):
+    """The shipped config names the real files; a recorded folder holding files of those names (the
+    tiny ones, linked) is found from an unrelated working folder, so `saa demo` picks the full method."""
+    from saa.samples import choose_method, default_config_path, missing_model_files
+
+    w = tmp_path / "recorded"
+    w.mkdir()
+    for name, target in [("groundingdino_swint_ogc.pth", tiny_models.grounding_checkpoint),
+                         ("GroundingDINO_SwinT_OGC.py", tiny_models.grounding_config),
+                         ("bert-base-uncased", tiny_models.text_encoder),
+                         ("sam_vit_h_4b8939.pth", tiny_models.sam_checkpoint),
+                         ("wide_resnet50_2.pth", tiny_models.saliency_checkpoint)]:
+        (w / name).symlink_to(target)
+    record_weights_dir(w)
+    cwd = tmp_path / "anywhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = load_config(default_config_path())
+    assert missing_model_files(cfg) == []
+    assert choose_method("auto", missing_model_files(cfg)) == "saa"
+    assert cfg.resolve_path(cfg.models.grounding.config) == w / "GroundingDINO_SwinT_OGC.py"
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"1. {w}  [settings file {settings_path()}; exists]" in out
+    assert f"found    {w / 'sam_vit_h_4b8939.pth'}" in out
