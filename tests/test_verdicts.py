@@ -138,6 +138,11 @@ def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path
     assert 100.0 * 2 * tp / (tp + int(np.sum(pred & (labels == 0))) + int(labels.sum())) == \
         info["metrics"]["image_f1_max"]
     assert info["verdicts"] == {"OK": int((~pred).sum()), "DEFECT": int(pred.sum())}
+    # the console names the decision and how to apply it
+    out = capsys.readouterr().out
+    assert f"decision bottle: DEFECT when the normalised image score >= {t:.4f}" in out
+    assert f"{int((~pred).sum())} OK, {int(pred.sum())} DEFECT" in out
+    assert f"--thresholds-from {run}" in out
     # predicted masks: one PNG per image, named like the stored results, 0/255, image size
     for r in rows:
         m = cv2.imread(str(run / "bottle" / "masks" / f"{stored_stem(r['key'])}.png"), cv2.IMREAD_UNCHANGED)
@@ -376,7 +381,7 @@ def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, cap
     assert any("no predicted masks written" in n for n in info["notes"])
     assert not (run / "pcb1" / "masks").exists()
     assert {r["verdict"] for r in read_csv(run / "pcb1" / "scores.csv")} == {""}
-    capsys.readouterr()
+    assert "decision" not in capsys.readouterr().out
     assert main(["-q", "predict", "--config", str(REPO / "configs" / "visa_challenge.yaml"), "--category", "pcb1",
                  "--method", "lite", "--out", str(tmp_path / "p"), "--thresholds-from", str(run),
                  str(next((data / "Test" / "pcb1" / "Images").iterdir()))] + sets(tmp_path)) == 1

@@ -75,6 +75,17 @@ def run(args) -> int:
         print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
               f"in {result['timings']['total_s']:.1f} s")
     print(f"results: {out}/metrics.md, metrics.csv, metrics.json, config.yaml; per-image maps in {out}/<category>/maps/")
+    from ..verdict import DECISION_KEY
+
+    decided = [(c, r[DECISION_KEY], r.get("verdicts") or {}) for c, r in result.get("categories", {}).items()
+               if isinstance(r, dict) and r.get(DECISION_KEY)]
+    for cat, d, v in decided:
+        print(f"decision {cat}: DEFECT when the normalised image score >= {d['image_threshold']:.4f} "
+              f"(F1-optimal; pixel threshold {d['pixel_threshold']:.4f}): "
+              f"{v.get('OK', 0)} OK, {v.get('DEFECT', 0)} DEFECT; verdicts in {out}/{cat}/scores.csv")
+    if decided:
+        print(f"apply them to new images: saa predict --config {out}/config.yaml --category "
+              f"{decided[0][0]} --thresholds-from {out} --out DIR IMAGES_OR_FOLDER")
     if result.get("vand"):
         print(f"VAND submission tree: {result['vand']['root']}/{result['vand']['experiment']}/0shot/0/")
     return 0
