@@ -151,13 +151,20 @@ def verdict_text(score: Optional[float], verdict: Optional[str] = None, threshol
 
 
 def banner(strip: np.ndarray, text: str, color: tuple[int, int, int] = NEUTRAL_COLOR, height: int = 26) -> np.ndarray:
-    """``strip`` with a white band above it holding ``text`` in ``color``."""
+    """``strip`` with a white band above it holding ``text`` in ``color``; the font shrinks (down to
+    a small legible size) so that the whole text fits the strip's width, and only then is the text cut."""
     w = strip.shape[1]
     top = np.full((height, w, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
     size = 0.55 * height / 26
-    cv2.putText(top, text[: max(8, int(w // (8 * height / 26)))], (6, height - int(8 * height / 26)),
-                cv2.FONT_HERSHEY_SIMPLEX, size, color, max(1, int(round(size * (2 if color != NEUTRAL_COLOR else 1)))),
-                cv2.LINE_AA)
+    thick = lambda s: max(1, int(round(s * (2 if color != NEUTRAL_COLOR else 1))))  # noqa: E731
+    room = max(1, w - 12)
+    width = cv2.getTextSize(text, font, size, thick(size))[0][0]
+    if width > room:
+        size = max(0.35, size * room / width)
+        while text and cv2.getTextSize(text, font, size, thick(size))[0][0] > room:
+            text = text[:-1]
+    cv2.putText(top, text, (6, height - int(8 * height / 26)), font, size, color, thick(size), cv2.LINE_AA)
     return np.vstack([top, strip])
 
 

@@ -386,3 +386,17 @@ def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, cap
                  "--method", "lite", "--out", str(tmp_path / "p"), "--thresholds-from", str(run),
                  str(next((data / "Test" / "pcb1" / "Images").iterdir()))] + sets(tmp_path)) == 1
     assert "no thresholds recorded (the run's test set is unlabelled)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [300, 900])
+def test_banner_text_fits_the_picture(width):
+    """The web UI writes a 32-character line above a picture as wide as the image: all of it must
+    show (the last character changes the picture), none of it drawn past the right edge."""
+    from saa.visualize import banner
+
+    text = "score 0.1908 (raw, no threshold)"
+    strip = np.zeros((50, width, 3), np.uint8)
+    full = banner(strip, text, height=max(26, 900 // 12))
+    assert not np.array_equal(full, banner(strip, text[:-1], height=max(26, 900 // 12)))
+    ink = np.where((full[:-50] < 250).any(axis=2).any(axis=0))[0]
+    assert ink.max() < width - 3
