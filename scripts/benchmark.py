@@ -187,6 +187,55 @@ def run_schedule(pipe, images, category, label):
     return res, maps
 
 
+def run_interleaved(runs, images, category) -> dict:
+    """Several schedules image by image, in turn (the order reversed every image): label ->
+    (result, maps) as :func:`run_schedule` gives them."""
+    parts = {label: [] for label, _ in runs}
+    for i, path in enumerate(images):
+        for label, pipe in (runs if i % 2 == 0 else runs[::-1]):
+            parts[label].append(run_schedule(pipe, [path], category, label))
+    out = {}
+    for label, got in parts.items():
+        res = dict(got[-1][0])
+        res["images"] = len(images)
+        res["seconds"] = sum(r["seconds"] for r, _ in got)
+        res["images_per_s"] = len(images) / res["seconds"]
+        res["stage_seconds"] = {k: sum(r["stage_seconds"].get(k, 0.0) for r, _ in got)
+                                for k in got[0][0]["stage_seconds"]}
+        res["detector_heads_per_caption_s"] = float(np.mean([r["detector_heads_per_caption_s"] for r, _ in got]))
+        res["interleaved"] = True
+        out[label] = (res, [m for _, maps in got for m in maps])
+    return out
+
+
+def exact_pipe(cfg, fast):
+    """Our schedule with the package's own detector kernels (``models.grounding.kernels=reference``)."""
+    from saa.models.grounding import GroundingDetector
+    from saa.pipeline import SAAPipeline
+
+    exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
+    g = cfg.models.grounding
+    exact._detector = GroundingDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
+                                        cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
+    return exact
+
+
+def baseline_pipe(cfg, fast):
+    """The authors' schedule: the whole detector per caption, the full sort and per-pixel loops of
+    the saliency, every full-size mask and the object masks always."""
+    from saa.baseline import FullForwardDetector, cross_object_saliency_loops, self_similarity_saliency_sorted
+    from saa.pipeline import SAAPipeline
+
+    base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
+    g = cfg.models.grounding
+    base._detector = FullForwardDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
+                                         cfg.resolve_path(g.text_encoder), fast.device)
+    base.single_saliency = lambda f, n, neighbors: self_similarity_saliency_sorted(f, n, neighbors)
+    base.multi_saliency = cross_object_saliency_loops
+    base.straightforward_masks = True
+    return base
+
+
 def ground_truth(path: str, shape) -> "np.ndarray | None":
     """The MVTec-layout mask of a test image at ``shape`` (good: all False), or None if not found."""
     import cv2
@@ -294,6 +343,9 @@ def main(argv=None) -> int:
     ap.add_argument("--exact", action="store_true",
                     help="also run our schedule with the package's own detector kernels "
                          "(models.grounding.kernels=reference): the schedule alone, bit-exact")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run saa, --exact and --baseline image by image in turn instead of one after the "
+                         "other (fairer ratios on a machine whose load changes)")
     ap.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                     help="detector kernels of the main 'saa' schedule")
     ap.add_argument("--compare-precision", default="",
@@ -322,8 +374,6 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from saa.baseline import (FullForwardDetector, cross_object_saliency_loops,
-                              self_similarity_saliency_sorted)
     from saa.config import load_config
     from saa.pipeline import SAAPipeline
 
@@ -366,7 +416,16 @@ def main(argv=None) -> int:
         result["saliency"] = saliency_steps(fast.extractor, images[0], args.repeat)
         return finish(result, args.out)
     fast.predict(images[0], args.category)  # warm-up (allocator, lazy inits)
-    res_fast, maps_fast = run_schedule(fast, images, args.category, "saa")
+    pre = {}
+    if args.interleave:  # saa, --exact and --baseline image by image, in turn (a shared machine's load
+        # then weighs on each alike)
+        runs = [("saa", fast)]
+        if args.exact and args.kernels != "reference":
+            runs.append(("saa_exact", exact_pipe(cfg, fast)))
+        if args.baseline:
+            runs.append(("baseline", baseline_pipe(cfg, fast)))
+        pre = run_interleaved(runs, images, args.category)
+    res_fast, maps_fast = pre.get("saa") or run_schedule(fast, images, args.category, "saa")
     result["saa"] = res_fast
 
     def max_diff(a_maps, b_maps) -> float:
@@ -408,26 +467,15 @@ def main(argv=None) -> int:
 
     maps_exact = None
     if args.exact and args.kernels != "reference":
-        from saa.models.grounding import GroundingDetector
-
-        exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
-        g = cfg.models.grounding
-        exact._detector = GroundingDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
-                                            cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
-        res_exact, maps_exact = run_schedule(exact, images, args.category, "saa_exact")
+        res_exact, maps_exact = pre.get("saa_exact") or run_schedule(exact_pipe(cfg, fast), images, args.category,
+                                                                     "saa_exact")
         result["saa_exact"] = res_exact
         result["saa_exact"]["metrics"] = metrics_of(images, maps_exact)
         result["max_abs_map_diff_saa_vs_exact"] = max_diff(maps_fast, maps_exact)
 
     if args.baseline:
-        base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
-        g = cfg.models.grounding
-        base._detector = FullForwardDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
-                                             cfg.resolve_path(g.text_encoder), fast.device)
-        base.single_saliency = lambda f, n, neighbors: self_similarity_saliency_sorted(f, n, neighbors)
-        base.multi_saliency = cross_object_saliency_loops
-        base.straightforward_masks = True  # every full-size mask, object masks always
-        res_base, maps_base = run_schedule(base, images, args.category, "baseline")
+        res_base, maps_base = pre.get("baseline") or run_schedule(baseline_pipe(cfg, fast), images, args.category,
+                                                                  "baseline")
         result["baseline"] = res_base
         result["speedup"] = res_fast["images_per_s"] / res_base["images_per_s"]
         result["baseline"]["metrics"] = metrics_of(images, maps_base)
