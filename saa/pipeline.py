@@ -153,10 +153,6 @@ class SAAPipeline:
         boxes = torch.cat(kept_boxes) if kept_boxes else torch.zeros(0, 4)
         return boxes, np.asarray(kept_scores, dtype=np.float64), kept_cands, largest
 
-    def _segment(self, boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
-        xyxy = R.to_pixel_xyxy(boxes, width, height)
-        return self.refiner.masks(xyxy)
-
     def _precision(self):
         """Autocast context for the configured precision (CUDA only; fp32 = exact)."""
         import contextlib
@@ -376,9 +372,7 @@ class SAAPipeline:
             if n_def:
                 st.low = self.refiner.low_res_logits(R.to_pixel_xyxy(st.def_boxes, st.width, st.height))
                 if self.straightforward_masks or st.trace is not None:
-                    all_masks = self._full_masks(st.low)
-                    areas = R.mask_area_fractions(all_masks)
-                    rescored = R.rescore(st.def_scores, all_masks, st.sal.map, b.rescore_gamma)
+                    areas, rescored, all_masks = self._full_mask_stats(st, keep_masks=st.trace is not None)
                 else:
                     areas, means = self.refiner.mask_stats(st.low, st.sal.map)
                     rescored = _rescore_means(st.def_scores, means, st.sal.map.dtype, b.rescore_gamma)
@@ -392,6 +386,19 @@ class SAAPipeline:
             st.def_cands, st.def_scores = [st.def_cands[i] for i in idx], st.def_scores[idx]
             st.rescored, st.low_index = rescored[idx], idx
             st.def_masks = all_masks[idx] if all_masks is not None else np.zeros((0, st.height, st.width), bool)
+
+    def _full_mask_stats(self, st: "_ImageState", keep_masks: bool):
+        """Areas and re-scored values from the full-size masks, a chunk at a time (memory stays
+        bounded for large images and many boxes); the masks themselves only with ``keep_masks``."""
+        n, step = len(st.low), self.refiner.chunk_size()
+        areas, rescored, kept = np.zeros(n), np.zeros(n), []
+        for i in range(0, n, step):
+            m = self.refiner.upscale(st.low[i:i + step])
+            areas[i:i + step] = R.mask_area_fractions(m)
+            rescored[i:i + step] = R.rescore(st.def_scores[i:i + step], m, st.sal.map, self.behaviour.rescore_gamma)
+            if keep_masks:
+                kept.append(m)
+        return areas, rescored, (np.concatenate(kept) if keep_masks else None)
 
     def _fusion(self, st: "_ImageState") -> None:
         """SPEC §3.7: the K highest re-scored regions, their full-size masks, the fused map."""
