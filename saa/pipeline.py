@@ -43,6 +43,14 @@ def _f(x) -> float:
     return float(x.item() if isinstance(x, torch.Tensor) else x)
 
 
+def _rescore_means(scores: np.ndarray, means: np.ndarray, dtype, gamma: float) -> np.ndarray:
+    """:func:`saa.regularization.rescore` from the masks' mean saliency (NaN: empty mask, factor 1):
+    the exponential in the saliency's dtype, the product in float64."""
+    g = np.asarray(gamma, dtype=dtype)
+    factor = np.where(np.isnan(means), 1.0, np.exp(g * np.nan_to_num(means).astype(dtype)))
+    return np.asarray(scores, dtype=np.float64) * factor.astype(np.float64)
+
+
 class SAAPipeline:
     """Grounding DINO + SAM + saliency, regularised by the category's hybrid prompts."""
 
@@ -56,6 +64,10 @@ class SAAPipeline:
         # scoring functions of the saliency prompt (saa.saliency.reference has the straightforward ones)
         self.single_saliency = self_similarity_saliency
         self.multi_saliency = cross_object_saliency
+        # True: every box's full-size mask is made and object masks always (the authors' schedule,
+        # scripts/benchmark.py --baseline); False: only the masks that are used, the statistics of
+        # the others exactly without them (saa.models.mask_stats)
+        self.straightforward_masks = False
 
     @classmethod
     def from_config(cls, config: Union[SaaConfig, str, Path], overrides=()) -> "SAAPipeline":
@@ -140,10 +152,6 @@ class SAAPipeline:
                     largest = a
         boxes = torch.cat(kept_boxes) if kept_boxes else torch.zeros(0, 4)
         return boxes, np.asarray(kept_scores, dtype=np.float64), kept_cands, largest
-
-    def _segment(self, boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
-        xyxy = R.to_pixel_xyxy(boxes, width, height)
-        return self.refiner.masks(xyxy)
 
     def _precision(self):
         """Autocast context for the configured precision (CUDA only; fp32 = exact)."""
@@ -279,27 +287,35 @@ class SAAPipeline:
                            prompts=prompts, trace={} if trace else None)
 
     def _object_stage(self, st: "_ImageState") -> None:
-        """SPEC §3.3: object boxes, their masks, the area rule; the object area and the defect area
-        limit that follows from it."""
+        """SPEC §3.3: object boxes, their masks where they are used (multi-object saliency, a trace,
+        the straightforward schedule), the area rule; the object area and the defect area limit."""
         b, cat = self.behaviour, st.cat
         with st.timed("detector_object"):
             boxes, _, cands, largest = self._propose("object", [(cat.object, None)], 0.0, cat.object_max_area,
                                                      st.width, st.height, st.candidates, st.trace)
         with st.timed("sam_object"):
-            masks = self._segment(boxes, st.width, st.height) if len(boxes) else np.zeros((0, st.height, st.width), bool)
-            if b.area_rule == "masks" and len(masks):
-                fr = R.mask_area_fractions(masks)
-                keep = R.mask_area_keep(fr, 0.0, cat.object_max_area)
-                for c, f, k in zip(cands, fr, keep):
+            need_masks = self.straightforward_masks or st.trace is not None or cat.n_objects > 1
+            masks, fr = None, None
+            if len(boxes) and (need_masks or b.area_rule == "masks"):
+                low = self.refiner.low_res_logits(R.to_pixel_xyxy(boxes, st.width, st.height))
+                if need_masks:
+                    masks = self.refiner.masks_of(low) if not self.straightforward_masks else self._full_masks(low)
+                    fr = R.mask_area_fractions(masks)
+                else:
+                    fr, _ = self.refiner.mask_stats(low)
+            elif need_masks:
+                masks = np.zeros((0, st.height, st.width), bool)
+            if fr is not None:
+                for c, f in zip(cands, fr):
                     c.mask_area = float(f)
+            if b.area_rule == "masks" and fr is not None:
+                keep = R.mask_area_keep(fr, 0.0, cat.object_max_area)
+                for c, k in zip(cands, keep):
                     if not k:
                         c.dropped = DROP_AREA
-                masks, boxes = masks[keep], boxes[torch.from_numpy(keep)]
-                cands = [c for c, k in zip(cands, keep) if k]
+                boxes, cands = boxes[torch.from_numpy(keep)], [c for c, k in zip(cands, keep) if k]
+                masks = masks[keep] if masks is not None else None
                 largest = torch.tensor(float(fr[keep].max()), dtype=torch.float32) if keep.any() else None
-            elif len(masks):
-                for c, m in zip(cands, R.mask_area_fractions(masks)):
-                    c.mask_area = float(m)
             for c in cands:
                 c.kept = True
         st.obj_boxes, st.obj_masks = boxes, masks
@@ -307,6 +323,11 @@ class SAAPipeline:
         if largest is None:
             st.notes.append("no object box survived: object_area = 1.0")
         st.max_area = R.defect_max_area(st.object_area, cat.area_ratio)
+
+    def _full_masks(self, low: torch.Tensor) -> np.ndarray:
+        """Every full-size mask of ``low``, a chunk at a time (the straightforward way)."""
+        step = self.refiner.chunk_size()
+        return np.concatenate([self.refiner.upscale(low[i:i + step]) for i in range(0, len(low), step)])
 
     def _defect_candidates(self, st: "_ImageState") -> None:
         """SPEC §3.4: defect boxes of every caption that pass the score, box-area and phrase filters."""
@@ -325,7 +346,8 @@ class SAAPipeline:
             cross_feats = None
             if b.cross_image_saliency and others is not None:
                 cross_feats = others.features(index) if index is not None else self.saliency_features(st.rgb)
-            sal = visual_saliency(sal_img, st.obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
+            obj_masks = st.obj_masks if st.obj_masks is not None else np.zeros((0, st.height, st.width), bool)
+            sal = visual_saliency(sal_img, obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
                                   n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
                                   single_fn=self.single_saliency, multi_fn=self.multi_saliency,
                                   single_features=None if cross_feats is None else cross_feats.to(self.device))
@@ -338,23 +360,22 @@ class SAAPipeline:
 
     def _masks_and_rescoring(self, st: "_ImageState") -> None:
         """SPEC §3.5, 3.7: SAM masks of the defect boxes, the mask-area rule, re-scoring. The decoder
-        runs once for all boxes; full-size masks are made a chunk at a time and only their area and
-        mean saliency kept (memory stays bounded for large images and many boxes)."""
+        runs once for all boxes; of each mask only its area and mean saliency are needed, computed
+        exactly without the full-size mask (:meth:`~saa.models.sam.MaskUpscaling.mask_stats`), or,
+        in the straightforward schedule and with a trace, from full-size masks a chunk at a time."""
         b = self.behaviour
         with st.timed("sam_defect"):
             n_def = len(st.def_cands)
             areas, rescored = np.zeros(n_def), np.zeros(n_def)
-            all_masks = [] if st.trace is not None else None
+            all_masks = None
             st.low = None
             if n_def:
                 st.low = self.refiner.low_res_logits(R.to_pixel_xyxy(st.def_boxes, st.width, st.height))
-                step = self.refiner.chunk_size()
-                for i in range(0, n_def, step):
-                    m = self.refiner.upscale(st.low[i:i + step])
-                    areas[i:i + step] = R.mask_area_fractions(m)
-                    rescored[i:i + step] = R.rescore(st.def_scores[i:i + step], m, st.sal.map, b.rescore_gamma)
-                    if all_masks is not None:
-                        all_masks.append(m)
+                if self.straightforward_masks or st.trace is not None:
+                    areas, rescored, all_masks = self._full_mask_stats(st, keep_masks=st.trace is not None)
+                else:
+                    areas, means = self.refiner.mask_stats(st.low, st.sal.map)
+                    rescored = _rescore_means(st.def_scores, means, st.sal.map.dtype, b.rescore_gamma)
             for c, f in zip(st.def_cands, areas):
                 c.mask_area = float(f)
             keep = R.mask_area_keep(areas, 0.0, st.max_area) if b.area_rule == "masks" else np.ones(n_def, bool)
@@ -364,8 +385,20 @@ class SAAPipeline:
             idx = np.flatnonzero(keep)  # candidates that take part in the top-K
             st.def_cands, st.def_scores = [st.def_cands[i] for i in idx], st.def_scores[idx]
             st.rescored, st.low_index = rescored[idx], idx
-            st.def_masks = (np.concatenate(all_masks)[idx] if all_masks
-                            else np.zeros((0, st.height, st.width), bool))
+            st.def_masks = all_masks[idx] if all_masks is not None else np.zeros((0, st.height, st.width), bool)
+
+    def _full_mask_stats(self, st: "_ImageState", keep_masks: bool):
+        """Areas and re-scored values from the full-size masks, a chunk at a time (memory stays
+        bounded for large images and many boxes); the masks themselves only with ``keep_masks``."""
+        n, step = len(st.low), self.refiner.chunk_size()
+        areas, rescored, kept = np.zeros(n), np.zeros(n), []
+        for i in range(0, n, step):
+            m = self.refiner.upscale(st.low[i:i + step])
+            areas[i:i + step] = R.mask_area_fractions(m)
+            rescored[i:i + step] = R.rescore(st.def_scores[i:i + step], m, st.sal.map, self.behaviour.rescore_gamma)
+            if keep_masks:
+                kept.append(m)
+        return areas, rescored, (np.concatenate(kept) if keep_masks else None)
 
     def _fusion(self, st: "_ImageState") -> None:
         """SPEC §3.7: the K highest re-scored regions, their full-size masks, the fused map."""
@@ -380,7 +413,8 @@ class SAAPipeline:
                     c.dropped = DROP_TOP_K
                 for i in st.kept_idx:
                     st.def_cands[i].kept, st.def_cands[i].dropped = True, None
-                st.kept_masks = self.refiner.upscale(st.low[st.low_index[st.kept_idx]])
+                low = st.low[torch.from_numpy(st.low_index[st.kept_idx])]
+                st.kept_masks = self.refiner.upscale(low) if self.straightforward_masks else self.refiner.masks_of(low)
                 st.full = R.fuse(st.kept_masks, st.rescored[st.kept_idx], np.arange(len(st.kept_idx)),
                                  self.behaviour.fusion_delta, (st.height, st.width))
             else:

@@ -7,15 +7,22 @@ schedule of the authors' code (``--baseline``), in one process.
     python scripts/benchmark.py --models realsize --saliency-only   # saliency steps vs the loops/sort
     python scripts/benchmark.py --models realsize --sam vit_h --device cuda --compare-precision bf16,fp16
     python scripts/benchmark.py --models realsize --images 3 --backend groundingdino,transformers --kernels reference
+    python scripts/benchmark.py --models fidelity --threads 2 --baseline --exact   # the issue-16 setting
 
 Model sets (random weights; never downloaded):
   tiny      saa.testing's tiny models (seconds per image)
   realsize  real architectures: Grounding DINO Swin-T OGC (6+6 layers, 900 queries, BERT-base-sized
             text encoder) and SAM ViT-B/L/H, with the wide_resnet50_2 saliency backbone; the
             detector is calibrated like the tiny one so a realistic number of boxes passes 0.1
+  fidelity  the random-weight files of ../shared/fidelity (Swin-T Grounding DINO with 2+2
+            encoder/decoder layers, the small SAM, full wide_resnet50_2), built with its
+            make_checkpoints.py into the cache; default images: the bottle images
+            broken_large/003.png and contamination/007.png
   DIR       a folder with the files named like install.sh writes them (real weights)
 
-Images: real MVTec bottle images from ../shared/realdata by default (``--image-glob``).
+Images: real MVTec bottle images from ../shared/realdata by default (``--image-glob``), or the
+files named with ``--image-files``. A per-stage table (seconds per image, ``Prediction.timings``)
+of every schedule run is printed to stderr after the JSON.
 """
 from __future__ import annotations
 
@@ -73,7 +80,34 @@ def build_realsize(out: Path, sam: str, seed: int = 0) -> list[str]:
             "models.saliency.backbone=wide_resnet50_2", f"models.saliency.checkpoint={wrn}"]
 
 
+FIDELITY = REPO.parent / "shared" / "fidelity"
+FIDELITY_IMAGES = ("mvtec_ad__*/bottle/test/broken_large/003.png", "mvtec_ad__*/bottle/test/contamination/007.png")
+
+
+def build_fidelity(out: Path) -> list[str]:
+    """The fidelity kit's random-weight files (cached in ``out``), built as tests/test_fidelity.py
+    builds them."""
+    import subprocess
+
+    if not (out / "manifest.json").is_file():
+        if not (FIDELITY / "make_checkpoints.py").is_file():
+            raise SystemExit(f"--models fidelity: {FIDELITY / 'make_checkpoints.py'} not found")
+        subprocess.run([sys.executable, "-m", "saa.models.compat", str(FIDELITY / "make_checkpoints.py"), str(out),
+                        "--seed", "0", "--vocab", str(FIDELITY / "vocab.txt"),
+                        "--dino-logit-bias", "4.787512335209755"], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+        from saa.testing import write_bert_tokenizer
+
+        write_bert_tokenizer(out / "bert")
+    return [f"models.grounding.config={out}/GroundingDINO_SwinT_OGC_tiny.py",
+            f"models.grounding.checkpoint={out}/groundingdino_random.pth",
+            f"models.grounding.text_encoder={out}/bert", f"models.sam.checkpoint={out}/sam_small.pth",
+            "models.saliency.backbone=wide_resnet50_2", f"models.saliency.checkpoint={out}/wide_resnet50_2_random.pth"]
+
+
 def model_overrides(args) -> list[str]:
+    if args.models == "fidelity":
+        return build_fidelity(Path(args.cache) / "fidelity")
     if args.models == "tiny":
         from saa.testing import build_tiny_models, tiny_config_overrides
 
@@ -151,6 +185,55 @@ def run_schedule(pipe, images, category, label):
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if pipe.device.type == "cuda" else None,
     }
     return res, maps
+
+
+def run_interleaved(runs, images, category) -> dict:
+    """Several schedules image by image, in turn (the order reversed every image): label ->
+    (result, maps) as :func:`run_schedule` gives them."""
+    parts = {label: [] for label, _ in runs}
+    for i, path in enumerate(images):
+        for label, pipe in (runs if i % 2 == 0 else runs[::-1]):
+            parts[label].append(run_schedule(pipe, [path], category, label))
+    out = {}
+    for label, got in parts.items():
+        res = dict(got[-1][0])
+        res["images"] = len(images)
+        res["seconds"] = sum(r["seconds"] for r, _ in got)
+        res["images_per_s"] = len(images) / res["seconds"]
+        res["stage_seconds"] = {k: sum(r["stage_seconds"].get(k, 0.0) for r, _ in got)
+                                for k in got[0][0]["stage_seconds"]}
+        res["detector_heads_per_caption_s"] = float(np.mean([r["detector_heads_per_caption_s"] for r, _ in got]))
+        res["interleaved"] = True
+        out[label] = (res, [m for _, maps in got for m in maps])
+    return out
+
+
+def exact_pipe(cfg, fast):
+    """Our schedule with the package's own detector kernels (``models.grounding.kernels=reference``)."""
+    from saa.models.grounding import GroundingDetector
+    from saa.pipeline import SAAPipeline
+
+    exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
+    g = cfg.models.grounding
+    exact._detector = GroundingDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
+                                        cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
+    return exact
+
+
+def baseline_pipe(cfg, fast):
+    """The authors' schedule: the whole detector per caption, the full sort and per-pixel loops of
+    the saliency, every full-size mask and the object masks always."""
+    from saa.baseline import FullForwardDetector, cross_object_saliency_loops, self_similarity_saliency_sorted
+    from saa.pipeline import SAAPipeline
+
+    base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
+    g = cfg.models.grounding
+    base._detector = FullForwardDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
+                                         cfg.resolve_path(g.text_encoder), fast.device)
+    base.single_saliency = lambda f, n, neighbors: self_similarity_saliency_sorted(f, n, neighbors)
+    base.multi_saliency = cross_object_saliency_loops
+    base.straightforward_masks = True
+    return base
 
 
 def ground_truth(path: str, shape) -> "np.ndarray | None":
@@ -245,10 +328,12 @@ def saliency_steps(extractor, image_path: str, repeat: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny", help="tiny | realsize | a weights folder")
+    ap.add_argument("--models", default="tiny", help="tiny | realsize | fidelity | a weights folder")
     ap.add_argument("--sam", default="vit_b", choices=["vit_b", "vit_l", "vit_h"], help="SAM size for realsize")
     ap.add_argument("--images", type=int, default=5)
     ap.add_argument("--image-glob", default=str(REPO.parent / "shared/realdata/mvtec_ad__*/bottle/test/*/*.png"))
+    ap.add_argument("--image-files", nargs="+", default=None,
+                    help="these images (paths, or globs under ../shared/realdata) instead of --image-glob")
     ap.add_argument("--config", default=str(REPO / "configs/mvtec.yaml"))
     ap.add_argument("--category", default="bottle")
     ap.add_argument("--device", default="cpu")
@@ -258,6 +343,9 @@ def main(argv=None) -> int:
     ap.add_argument("--exact", action="store_true",
                     help="also run our schedule with the package's own detector kernels "
                          "(models.grounding.kernels=reference): the schedule alone, bit-exact")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run saa, --exact and --baseline image by image in turn instead of one after the "
+                         "other (fairer ratios on a machine whose load changes)")
     ap.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                     help="detector kernels of the main 'saa' schedule")
     ap.add_argument("--compare-precision", default="",
@@ -286,16 +374,24 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from saa.baseline import (FullForwardDetector, cross_object_saliency_loops,
-                              self_similarity_saliency_sorted)
     from saa.config import load_config
     from saa.pipeline import SAAPipeline
 
-    images = sorted(glob.glob(args.image_glob))
-    if not images:
-        ap.error(f"no images match {args.image_glob}")
-    step = max(1, len(images) // args.images)
-    images = images[::step][: args.images]
+    if args.image_files is None and args.models == "fidelity":
+        args.image_files = list(FIDELITY_IMAGES)
+    if args.image_files:
+        images = []
+        for name in args.image_files:
+            hits = [name] if Path(name).is_file() else sorted(glob.glob(str(REPO.parent / "shared/realdata" / name)))
+            if not hits:
+                ap.error(f"--image-files {name}: no such file (nor under ../shared/realdata)")
+            images.append(hits[0])
+    else:
+        images = sorted(glob.glob(args.image_glob))
+        if not images:
+            ap.error(f"no images match {args.image_glob}")
+        step = max(1, len(images) // args.images)
+        images = images[::step][: args.images]
     model_ov = model_overrides(args)
     run_ov = [f"models.device={args.device}", f"models.precision={args.precision}",
               f"models.grounding.kernels={args.kernels}"]
@@ -320,7 +416,16 @@ def main(argv=None) -> int:
         result["saliency"] = saliency_steps(fast.extractor, images[0], args.repeat)
         return finish(result, args.out)
     fast.predict(images[0], args.category)  # warm-up (allocator, lazy inits)
-    res_fast, maps_fast = run_schedule(fast, images, args.category, "saa")
+    pre = {}
+    if args.interleave:  # saa, --exact and --baseline image by image, in turn (a shared machine's load
+        # then weighs on each alike)
+        runs = [("saa", fast)]
+        if args.exact and args.kernels != "reference":
+            runs.append(("saa_exact", exact_pipe(cfg, fast)))
+        if args.baseline:
+            runs.append(("baseline", baseline_pipe(cfg, fast)))
+        pre = run_interleaved(runs, images, args.category)
+    res_fast, maps_fast = pre.get("saa") or run_schedule(fast, images, args.category, "saa")
     result["saa"] = res_fast
 
     def max_diff(a_maps, b_maps) -> float:
@@ -362,25 +467,15 @@ def main(argv=None) -> int:
 
     maps_exact = None
     if args.exact and args.kernels != "reference":
-        from saa.models.grounding import GroundingDetector
-
-        exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
-        g = cfg.models.grounding
-        exact._detector = GroundingDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
-                                            cfg.resolve_path(g.text_encoder), fast.device, kernels="reference")
-        res_exact, maps_exact = run_schedule(exact, images, args.category, "saa_exact")
+        res_exact, maps_exact = pre.get("saa_exact") or run_schedule(exact_pipe(cfg, fast), images, args.category,
+                                                                     "saa_exact")
         result["saa_exact"] = res_exact
         result["saa_exact"]["metrics"] = metrics_of(images, maps_exact)
         result["max_abs_map_diff_saa_vs_exact"] = max_diff(maps_fast, maps_exact)
 
     if args.baseline:
-        base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
-        g = cfg.models.grounding
-        base._detector = FullForwardDetector(cfg.resolve_path(g.config), cfg.resolve_path(g.checkpoint),
-                                             cfg.resolve_path(g.text_encoder), fast.device)
-        base.single_saliency = lambda f, n, neighbors: self_similarity_saliency_sorted(f, n, neighbors)
-        base.multi_saliency = cross_object_saliency_loops
-        res_base, maps_base = run_schedule(base, images, args.category, "baseline")
+        res_base, maps_base = pre.get("baseline") or run_schedule(baseline_pipe(cfg, fast), images, args.category,
+                                                                  "baseline")
         result["baseline"] = res_base
         result["speedup"] = res_fast["images_per_s"] / res_base["images_per_s"]
         result["baseline"]["metrics"] = metrics_of(images, maps_base)
@@ -395,8 +490,29 @@ def main(argv=None) -> int:
     return finish(result, args.out)
 
 
+def stage_table(result: dict) -> str:
+    """Seconds per image of every stage (``Prediction.timings``) of each schedule run, side by side."""
+    runs = [(k, v) for k, v in result.items() if isinstance(v, dict) and "stage_seconds" in v]
+    if not runs:
+        return ""
+    names = []
+    for _, r in runs:
+        names += [n for n in r["stage_seconds"] if n not in names]
+    width = max(len(n) for n in names + ["images/s"])
+    lines = [f"{'s per image':<{width}}  " + "  ".join(f"{k:>12}" for k, _ in runs)]
+    for n in names:
+        lines.append(f"{n:<{width}}  " + "  ".join(
+            f"{r['stage_seconds'].get(n, 0.0) / r['images']:>12.3f}" for _, r in runs))
+    lines.append(f"{'total':<{width}}  " + "  ".join(f"{r['seconds'] / r['images']:>12.3f}" for _, r in runs))
+    lines.append(f"{'images/s':<{width}}  " + "  ".join(f"{r['images_per_s']:>12.4f}" for _, r in runs))
+    return "\n".join(lines)
+
+
 def finish(result: dict, out) -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "image_files"}, indent=1))
+    table = stage_table(result)
+    if table:
+        print(table, file=sys.stderr)
     if out:
         Path(out).write_text(json.dumps(result, indent=1))
     return 0

@@ -9,7 +9,8 @@ folder (the layout their transformers weights are published in; ``bash install.s
 ``--sam2``). Always ``local_files_only``.
 
 The refiner has the interface of :class:`saa.models.sam.BoxRefiner` (``set_image``,
-``low_res_logits``, ``upscale``, ``chunk_size``, ``masks``, ``reset_image``). Pre- and
+``low_res_logits``, ``upscale_logits``, ``upscale``, ``chunk_size``, ``masks``, ``mask_stats``,
+``reset_image``). Pre- and
 post-processing are done here, as the segment-anything predictor does them (longest side to
 1024, bilinear PIL resize, normalise, zero-pad; masks: 256 -> 1024, crop, -> original size,
 logits > 0), so the ``sam`` variant sees the same pixels and boxes as the reference backend. SAM 2
@@ -175,7 +176,6 @@ class HFBoxRefiner(MaskUpscaling):
     boxes per call (the interface of :class:`saa.models.sam.BoxRefiner`)."""
 
     backend = "transformers"
-    mask_threshold = 0.0
 
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu", variant: str = "sam"):
         self.device = torch.device(device)
@@ -247,13 +247,14 @@ class HFBoxRefiner(MaskUpscaling):
         return out.pred_masks[0][:, :1].float()
 
     @torch.no_grad()
-    def upscale(self, low: torch.Tensor) -> np.ndarray:
-        """Low-resolution logits -> boolean masks (n, H, W) at the original size (logits > 0)."""
+    def upscale_logits(self, low: torch.Tensor) -> torch.Tensor:
+        """Low-resolution logits (n, 1, h, w) -> full-size logits (n, 1, H, W) (masks: > 0)."""
         if self.variant == "sam2":
-            m = F.interpolate(low, self._size, mode="bilinear", align_corners=False)
-        else:
-            s = self.image_size
-            m = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
-            m = m[..., :self._input_size[0], :self._input_size[1]]
-            m = F.interpolate(m, self._size, mode="bilinear", align_corners=False)
-        return (m > self.mask_threshold).squeeze(1).cpu().numpy()
+            return F.interpolate(low, self._size, mode="bilinear", align_corners=False)
+        s = self.image_size
+        m = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
+        m = m[..., :self._input_size[0], :self._input_size[1]]
+        return F.interpolate(m, self._size, mode="bilinear", align_corners=False)
+
+    def _geometry_key(self) -> tuple:
+        return self.variant, self.image_size, tuple(self._input_size), tuple(self._size)
