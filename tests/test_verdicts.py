@@ -215,6 +215,9 @@ def test_thresholds_from_refuses_what_does_not_match(tmp_path, capsys, grey):
 
     assert "thresholds are for method toy_grey" in err("--category", "bottle", "--method", "lite",
                                                          "--thresholds-from", str(run), img)
+    # the config's method (saa) has no model files here: the method mismatch is what is said, first
+    assert "thresholds are for method toy_grey, but this run uses method saa" in err(
+        "--category", "bottle", "--thresholds-from", str(run), img)
     assert "out_size 400" in err("--category", "bottle", "--method", "toy_grey", "--set", "out_size=200",
                                  "--thresholds-from", str(run), img)
     assert "no category 'hazelnut'" in err("--category", "hazelnut", "--method", "toy_grey",

@@ -144,9 +144,9 @@ def run(args) -> int:
     cfg = load_config(args.config, overrides_of(args))
     cfg.category(args.category)  # fail early on an unknown category
     method = make_method(cfg)
+    decision = _decision(args, cfg, method)  # a run of another method or settings: say so first
     require_model_files(method)  # every missing model file at once, before any model loads
     panels = choose_panels(args.panels, method)
-    decision = _decision(args, cfg, method)
     images = expand_images(args.images)
     method.load()  # a missing model file is reported before any image is read
     out = Path(args.out)
