@@ -12,5 +12,8 @@ _os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 __version__ = "0.1.0"
 
 from .errors import SaaError  # noqa: E402
+from .deprecated import install as _install_moved  # noqa: E402
+
+_install_moved()  # old import paths (saa.pipeline, saa.lite, ...) keep working one release, with a warning
 
 __all__ = ["SaaError", "__version__"]

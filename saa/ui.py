@@ -103,7 +103,7 @@ class Runner:
         name = canonical_name(name)
         key = (name, cfg.models.model_dump_json(), int(cfg.out_size))
         if name == "saa":
-            from .pipeline import SAAPipeline
+            from .methods.saa_plus import SAAPipeline
 
             if key not in self._pipes:
                 self._pipes[key] = SAAPipeline(cfg).load_models()

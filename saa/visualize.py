@@ -245,7 +245,7 @@ def candidate_boxes(rgb: np.ndarray, candidates: Sequence, show_dropped: bool = 
     """Defect candidates on the image: kept ones green, dropped ones grey (red when dropped for
     naming the object), each labelled with its caption and (re-scored) score; object boxes thin blue.
 
-    ``candidates``: :class:`saa.pipeline.Candidate` objects or their dicts (a regions ``.json``).
+    ``candidates``: :class:`saa.prediction.Candidate` objects or their dicts (a regions ``.json``).
     """
     out = np.ascontiguousarray(rgb.copy())
     if object_boxes is not None and len(object_boxes):

@@ -1,4 +1,4 @@
-"""Memory and time of cross-image saliency (saa.cross_bank) at a realistic size, random features.
+"""Memory and time of cross-image saliency (saa.saliency.bank) at a realistic size, random features.
 
 Writes a FeatureStore of N random unit feature grids (default: 167 images -- the largest MVTec AD
 test category -- x 1792 channels x 64 x 64, what wide_resnet50_2 stages 1-3 give at 256), then, in a

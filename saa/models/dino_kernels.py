@@ -29,7 +29,7 @@ two-stage selection); ``scripts/benchmark.py --baseline`` reports the end-to-end
 
 :func:`fast_kernels` is a context manager that routes the package's calls to these functions in
 the current thread while it is active; elsewhere (e.g. the reference schedule in
-:mod:`saa.baseline`, in the same process) the package's own code runs.
+:mod:`saa.models.full_forward`, in the same process) the package's own code runs.
 """
 from __future__ import annotations
 

@@ -256,5 +256,3 @@ class HFBoxRefiner(MaskUpscaling):
         m = m[..., :self._input_size[0], :self._input_size[1]]
         return F.interpolate(m, self._size, mode="bilinear", align_corners=False)
 
-    def _geometry_key(self) -> tuple:
-        return self.variant, self.image_size, tuple(self._input_size), tuple(self._size)

@@ -142,18 +142,11 @@ def load_sam(checkpoint: str | Path, device: torch.device | str = "cpu"):
 
 class MaskUpscaling:
     """What every box refiner shares: full-size masks made a chunk at a time from the low-resolution
-    logits, and their exact statistics without making them (:mod:`saa.models.mask_stats`).
-    Subclasses set ``_size`` in ``set_image`` and provide ``low_res_logits``, ``upscale_logits``
-    (full-size float logits, (n, 1, H, W)) and ``_geometry_key`` (what the upscaling depends on)."""
+    logits, and their area and mean saliency. Subclasses set ``_size`` in ``set_image`` and provide
+    ``low_res_logits`` and ``upscale_logits`` (full-size float logits, (n, 1, H, W))."""
 
     _size: Optional[tuple[int, int]] = None
     mask_threshold = 0.0
-    #: measure the upscaling's weights and use them for the statistics (opt-in). Off by default:
-    #: on a 2-core CPU, 70 smooth 256^2 masks at 900^2 took 0.37 s this way against 0.35 s through
-    #: full-size masks a chunk at a time, and measuring the weights costs 0.2-0.9 s per new image
-    #: size (scripts/benchmark.py and docs/fidelity_and_speed.md, "Speed"); False: the statistics
-    #: come from full-size masks a chunk at a time (the same pixels, the same float64 sums)
-    exact_statistics = False
 
     def chunk_size(self, budget_bytes: int = 256 << 20) -> int:
         """How many masks to upsample at once so the float32 full-size logits stay within budget."""
@@ -174,35 +167,8 @@ class MaskUpscaling:
             return np.zeros((0, h, w), dtype=bool)
         return self.masks_of(self.low_res_logits(boxes_xyxy))
 
-    # ------------------------------------------------------------ exact statistics
-    def geometry(self, low_shape: tuple[int, int]):
-        """The probed and self-checked :class:`~saa.models.mask_stats.MaskGeometry` of this
-        image's upscaling, or None (masks are then made at full size): on a CUDA/MPS device, with
-        a non-zero threshold, or if the probe or the self-check failed."""
-        from . import mask_stats as MS
-
-        if not self.exact_statistics or self.mask_threshold != 0.0:
-            return None
-        key = (tuple(low_shape), *self._geometry_key())
-        cache = self.__dict__.setdefault("_geometries", {})
-        if key not in cache:
-            geom = None
-            if getattr(self, "device", torch.device("cpu")).type == "cpu":
-                geom = MS.probe_geometry(self.upscale_logits, tuple(low_shape), "cpu")
-                if geom is not None and not MS.verify_geometry(self.upscale_logits, geom):
-                    log.warning("mask statistics: the self-check failed for image size %s; full-size masks "
-                                "are made instead", self._size)
-                    geom = None
-            cache[key] = geom
-        return cache[key]
-
     def masks_of(self, low: torch.Tensor) -> np.ndarray:
-        """Boolean masks (n, H, W) of low-resolution logits, exactly ``upscale(low)``."""
-        from . import mask_stats as MS
-
-        geom = self.geometry(tuple(low.shape[-2:])) if len(low) else None
-        if geom is not None:
-            return MS.make_masks(self.upscale_logits, geom, low)
+        """Boolean masks (n, H, W) of low-resolution logits (``upscale(low)``, a chunk at a time)."""
         if not len(low):
             return np.zeros((0, *self._size), bool)
         step = self.chunk_size()
@@ -211,23 +177,15 @@ class MaskUpscaling:
     def mask_stats(self, low: torch.Tensor, saliency: Optional[np.ndarray] = None):
         """Per mask of ``upscale(low)``: the area as a fraction of the image (float64) and, given
         a saliency map (H, W), the mean saliency over it in the map's dtype (NaN for an empty
-        mask), without making the full-size masks where the geometry allows
-        (:mod:`saa.models.mask_stats`; counts exact, saliency summed in float64)."""
-        from . import mask_stats as MS
-
+        mask; summed in float64). The full-size masks are made a chunk at a time and not kept."""
         h, w = self._size
-        geom = self.geometry(tuple(low.shape[-2:])) if len(low) else None
-        if geom is not None:
-            blocks = MS.saliency_blocks(geom, saliency) if saliency is not None else None
-            count, total = MS.mask_stats(self.upscale_logits, geom, low, blocks)
-        else:
-            count, total = np.zeros(len(low), np.int64), np.zeros(len(low))
-            step = self.chunk_size()
-            for i in range(0, len(low), step):
-                m = self.upscale(low[i:i + step])
-                count[i:i + step] = m.reshape(len(m), -1).sum(1)
-                if saliency is not None:
-                    total[i:i + step] = [saliency[mi].sum(dtype=np.float64) for mi in m]
+        count, total = np.zeros(len(low), np.int64), np.zeros(len(low))
+        step = self.chunk_size()
+        for i in range(0, len(low), step):
+            m = self.upscale(low[i:i + step])
+            count[i:i + step] = m.reshape(len(m), -1).sum(1)
+            if saliency is not None:
+                total[i:i + step] = [saliency[mi].sum(dtype=np.float64) for mi in m]
         fractions = count / float(h * w)
         if saliency is None:
             return fractions, None
@@ -280,5 +238,3 @@ class BoxRefiner(MaskUpscaling):
         ``postprocess_masks``."""
         return self.model.postprocess_masks(low, self.predictor.input_size, self.predictor.original_size)
 
-    def _geometry_key(self) -> tuple:
-        return tuple(self.predictor.input_size), tuple(self.predictor.original_size), self.model.image_encoder.img_size

@@ -24,7 +24,7 @@ from ..errors import ConfigError, DatasetError
 from ..evaluation import (METRIC_KEYS, category_evaluation, category_maps_and_scale, eval_size_of, format_table,
                           mean_metrics, resize_masks, split_dataset_options, vand_experiment_of)
 from ..image_io import atomic_save_png, atomic_write_text
-from ..methods import Method, get_method
+from ..methods import Method, build_method, get_method
 from ..naming import plain_name, stored_stem
 from ..results import ResultStore
 from ..verdict import DECISION_KEY, decision_record, mask_png, predicted_mask, verdict_of
@@ -32,7 +32,7 @@ from .engine import distributed_context, run_category
 
 __all__ = ["CategoryResult", "evaluate_category", "evaluate_run", "make_method", "run_title"]
 
-log = logging.getLogger("saa.evaluator")
+log = logging.getLogger("saa.run")
 
 
 @dataclass
@@ -77,7 +77,7 @@ def make_method(config: SaaConfig, pipeline=None) -> Method:
     kwargs = {}
     if pipeline is not None and "pipeline" in inspect.signature(cls.__init__).parameters:
         kwargs["pipeline"] = pipeline
-    return cls(config, **kwargs)
+    return build_method(config, **kwargs)
 
 
 def run_title(method: Method, kind: str, root: str, eval_size: int) -> str:
@@ -280,7 +280,7 @@ def _prepare(config, out_dir, categories, data_root, device, method, pipeline, r
 
         require_model_files(meth)  # every missing model file at once, before any model loads
     run.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.out / "config.yaml", config.to_yaml(
+    atomic_write_text(run.out / "config.yaml", meth.resolved_config().to_yaml(
         comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
                 f"method {meth.name}: {meth.label}.\n"
                 f"Reproduce: saa run {run.out / 'config.yaml'} --out {run.out}"))
@@ -367,7 +367,7 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
                  device: Optional[str] = None, resume: bool = True, progress: bool = True,
                  pipeline=None, print_table: bool = True, method: Optional[str] = None,
                  save_masks: bool = False) -> dict[str, Any]:
-    """Evaluate a config on its dataset; write the run files in ``out_dir`` (see :mod:`saa.evaluator`).
+    """Evaluate a config on its dataset; write the run files in ``out_dir`` (the layout: :mod:`saa.results`).
 
     ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
     config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs

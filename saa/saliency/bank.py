@@ -3,7 +3,7 @@
 The single-image saliency of SPEC section 3.6 asks "does this patch look like the rest of THIS
 image?". Cross-image saliency asks "does it look like anything in the OTHER images of the
 category?" (anomalies are rare across a test set; see :mod:`saa.saliency.cross`). The ``improved``
-preset combines the two (``behaviour.cross_image_*``); :class:`saa.pipeline.SAAPipeline` does the
+preset combines the two (``behaviour.cross_image_*``); :class:`saa.methods.saa_plus.pipeline.SAAPipeline` does the
 combining, this module provides the two passes:
 
 * pass 1 -- :meth:`SAAPipeline.saliency_features` of every image of the category: the unit feature
@@ -117,7 +117,7 @@ class FeatureStore:
 class CrossImageBank:
     """The features of a set of images of one category, and their cross-image scores.
 
-    Build it with :meth:`SAAPipeline.cross_image_bank` (pass 1, settings from the config), or with
+    Build it from pass-1 features (a method's ``reference_features``, settings ``bank_settings()``) with
     :meth:`from_features` / :meth:`from_store`. ``k``, ``max_others`` (None = all) and ``subset``
     are those of :func:`saa.saliency.cross.select_others`; ``device`` is where the products run.
     """

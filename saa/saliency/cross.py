@@ -18,10 +18,10 @@ and position ``p`` with unit feature ``f``, two ways to aggregate (``aggregate=`
 is enough to make a defect patch look normal. ``"per_image"`` asks for a close match in at least a
 ``fraction`` of the other images, so a defect that recurs in fewer than about that fraction of the
 images still scores high. On the 492 real MTD images (80 % defective; 23 % have blowholes, 20 % uneven
-surfaces), with the lite defaults (:mod:`saa.lite`): image AUROC 56 -> 62, AUPRO 37.5 -> 45.2 and
+surfaces), with the lite defaults (:mod:`saa.methods.lite`): image AUROC 56 -> 62, AUPRO 37.5 -> 45.2 and
 the pixel AUROC of each small-defect class +2 to +6 points over ``"nearest"`` with the same others.
 
-Pure functions on feature tensors; no model here (see :mod:`saa.lite`).
+Pure functions on feature tensors; no model here (see :mod:`saa.methods.lite`).
 
 Exactness and memory
 --------------------
@@ -44,7 +44,7 @@ Nothing of size ``positions x (positions of all others)`` is ever built. With th
 176 channels use ~290 MiB for the features and well under 200 MiB on top of that.
 
 One image only: there is nothing to compare with; :func:`cross_image_scores` returns ``None`` and
-callers fall back to single-image saliency (``saa.lite`` logs a warning when it does).
+callers fall back to single-image saliency (lite logs a warning when it does).
 """
 from __future__ import annotations
 

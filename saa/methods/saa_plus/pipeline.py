@@ -1,19 +1,22 @@
 """The SAA+ pipeline (SPEC §3): object stage -> defect candidates -> SAM -> saliency -> re-scoring
--> top-K fusion.
+-> top-K fusion, in named stages over one per-image state.
 
-``SAAPipeline.from_config(cfg).predict(image, category)`` returns a :class:`Prediction` holding the
-anomaly map (at ``out_size`` and at the image size), the saliency map, the object boxes/masks and
-every candidate region with the reason it was dropped, if it was.
+``SAAPipeline(cfg).predict(image, category)`` returns a :class:`Prediction` holding the anomaly map
+(at ``out_size`` and at the image size), the saliency map, the object boxes/masks and every
+candidate region with the reason it was dropped, if it was.
 
 Cross-image saliency (``behaviour.cross_image_saliency``, on in the ``improved`` preset; our
-addition, not the authors'): the saliency map is combined with each position's distance to the
-OTHER images of the category before re-scoring. It takes two passes over the images::
+addition, not the authors'): the saliency map is combined with each position's distance to
+reference images before re-scoring. The references come as a bank
+(:class:`~saa.saliency.bank.CrossImageBank`) of :meth:`SAAPipeline.saliency_features`, built by
+whoever calls (the run engine from a category's images, ``saa predict`` from the images given)::
 
-    bank = pipe.cross_image_bank(images)                  # pass 1: saliency-CNN features of each
-    preds = [pipe.predict(im, "bottle", others=bank, index=i) for i, im in enumerate(images)]
+    bank = CrossImageBank.from_features([pipe.saliency_features(im) for im in images],
+                                        **pipe.cross_image_settings())
+    pred = pipe.predict(images[i], "bottle", others=bank, index=i)
 
-(:meth:`SAAPipeline.predict_many` does both.) Without a bank, or with a bank of one image, the
-single-image saliency is used alone, with a warning and a note in the prediction.
+Without a bank, or with a bank of one image, the single-image saliency is used alone, with a
+warning and a note in the prediction.
 """
 from __future__ import annotations
 
@@ -28,14 +31,14 @@ import cv2
 import numpy as np
 import torch
 
+from ...config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
+from ...image_io import as_rgb_uint8, read_rgb
+from ...prediction import DROP_AREA, DROP_PHRASE, DROP_TOP_K, Candidate, Prediction  # noqa: F401
+from ...saliency.bank import CrossImageBank, scores_against
+from ...saliency.cross import combine as combine_saliency
+from ...saliency.single import cross_object_saliency, self_similarity_saliency
 from . import regularization as R
-from .prediction import DROP_AREA, DROP_PHRASE, DROP_TOP_K, Candidate, Prediction  # noqa: F401
-from .config import CategoryConfig, ResolvedBehaviour, SaaConfig, load_config
-from .saliency.bank import CrossImageBank, FeatureStore, scores_against
-from .saliency.cross import combine as combine_saliency
-from .image_io import as_rgb_uint8, read_rgb
-from .saliency.prompt import SaliencyResult, visual_saliency
-from .saliency.single import cross_object_saliency, self_similarity_saliency
+from .saliency_prompt import SaliencyResult, visual_saliency
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def _f(x) -> float:
 
 
 def _rescore_means(scores: np.ndarray, means: np.ndarray, dtype, gamma: float) -> np.ndarray:
-    """:func:`saa.regularization.rescore` from the masks' mean saliency (NaN: empty mask, factor 1):
+    """:func:`.regularization.rescore` from the masks' mean saliency (NaN: empty mask, factor 1):
     the exponential in the saliency's dtype, the product in float64."""
     g = np.asarray(gamma, dtype=dtype)
     factor = np.where(np.isnan(means), 1.0, np.exp(g * np.nan_to_num(means).astype(dtype)))
@@ -55,7 +58,7 @@ class SAAPipeline:
     """Grounding DINO + SAM + saliency, regularised by the category's hybrid prompts."""
 
     def __init__(self, config: SaaConfig, detector=None, refiner=None, extractor=None):
-        from .models.checkpoints import resolve_device
+        from ...models.checkpoints import resolve_device
 
         self.config = config
         self.behaviour: ResolvedBehaviour = config.resolved_behaviour()
@@ -64,9 +67,9 @@ class SAAPipeline:
         # scoring functions of the saliency prompt (saa.saliency.reference has the straightforward ones)
         self.single_saliency = self_similarity_saliency
         self.multi_saliency = cross_object_saliency
-        # True: every box's full-size mask is made and object masks always (the authors' schedule,
-        # scripts/benchmark.py --baseline); False: only the masks that are used, the statistics of
-        # the others exactly without them (saa.models.mask_stats)
+        # True: every box's full-size mask is made and kept, and the object masks always (the
+        # authors' schedule, scripts/benchmark.py --baseline); False: only the masks that are used
+        # are kept, the others' area and mean saliency are taken a chunk at a time
         self.straightforward_masks = False
 
     @classmethod
@@ -79,7 +82,7 @@ class SAAPipeline:
     @property
     def detector(self):
         if self._detector is None:
-            from .models.factory import build_detector
+            from ...models.factory import build_detector
 
             self._detector = build_detector(self.config, self.device)
         return self._detector
@@ -87,7 +90,7 @@ class SAAPipeline:
     @property
     def refiner(self):
         if self._refiner is None:
-            from .models.factory import build_refiner
+            from ...models.factory import build_refiner
 
             self._refiner = build_refiner(self.config, self.device)
         return self._refiner
@@ -95,7 +98,7 @@ class SAAPipeline:
     @property
     def extractor(self):
         if self._extractor is None:
-            from .models.features import FeatureExtractor
+            from ...models.features import FeatureExtractor
 
             s = self.config.models.saliency
             ckpt = s.checkpoint if str(s.checkpoint).startswith("package:") else self.config.resolve_path(s.checkpoint)
@@ -190,40 +193,15 @@ class SAAPipeline:
             feats = self.extractor(cv2.resize(img, (size, size)), size)
         return feats[0].float().cpu()
 
-    def cross_image_bank(self, images, *, folder: Union[str, Path, None] = None,
-                         keys: Optional[list[str]] = None) -> CrossImageBank:
-        """Pass 1 over ``images`` (RGB arrays or file paths, read one at a time): a bank whose
-        features stay in memory, or, with ``folder``, in files there (memory then stays bounded
-        whatever the number of images; see :mod:`saa.saliency.bank`)."""
-        images = list(images)
-        keys = list(keys) if keys is not None else [str(i) for i in range(len(images))]
-        if len(keys) != len(images):
-            raise ValueError(f"{len(images)} images but {len(keys)} keys")
-        settings = self.cross_image_settings()
-        if folder is None:
-            return CrossImageBank.from_features([self.saliency_features(im) for im in images], keys=keys,
-                                                **settings)
-        store = FeatureStore(folder)
-        for key, im in zip(keys, images):
-            store.put(key, self.saliency_features(im))
-        return CrossImageBank.from_store(store, keys, **settings)
-
-    def predict_many(self, images, category, *, folder: Union[str, Path, None] = None, **kwargs):
-        """Predictions of several images of one category (a generator). With cross-image saliency
-        on, a bank of all of them is built first (pass 1) and each is scored against the others."""
-        images = list(images)
-        bank = self.cross_image_bank(images, folder=folder) if self.cross_image and len(images) > 1 else None
-        for i, im in enumerate(images):
-            yield self.predict(im, category, others=bank, index=i if bank is not None else None, **kwargs)
-
     # ------------------------------------------------------------ predict
     def predict(self, image, category, *, category_name=None, trace: bool = False,
                 others: Optional[CrossImageBank] = None, index: Optional[int] = None) -> "Prediction":
         """Run SPEC §3 on one image (an RGB uint8 array or a file path).
 
-        ``others`` / ``index`` (only with ``behaviour.cross_image_saliency``): the bank of the
-        category's images from :meth:`cross_image_bank`; ``index`` is this image's place in it, or
-        None for an image that is not in the bank (it is then scored against the bank's images).
+        ``others`` / ``index`` (only with ``behaviour.cross_image_saliency``): a bank of reference
+        features (:meth:`saliency_features` of each reference, settings :meth:`cross_image_settings`);
+        ``index`` is this image's place in it, or None for an image that is not in the bank (it is
+        then scored against the bank's images).
         """
         if others is not None and not self.cross_image:
             raise ValueError("predict(others=...) needs behaviour.cross_image_saliency (e.g. preset 'improved')")
@@ -361,8 +339,8 @@ class SAAPipeline:
     def _masks_and_rescoring(self, st: "_ImageState") -> None:
         """SPEC §3.5, 3.7: SAM masks of the defect boxes, the mask-area rule, re-scoring. The decoder
         runs once for all boxes; of each mask only its area and mean saliency are needed, computed
-        exactly without the full-size mask (:meth:`~saa.models.sam.MaskUpscaling.mask_stats`), or,
-        in the straightforward schedule and with a trace, from full-size masks a chunk at a time."""
+        from full-size masks a chunk at a time (:meth:`~saa.models.sam.MaskUpscaling.mask_stats`), which
+        are kept only in the straightforward schedule and with a trace."""
         b = self.behaviour
         with st.timed("sam_defect"):
             n_def = len(st.def_cands)

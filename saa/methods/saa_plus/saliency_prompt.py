@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import torch
 
-from .single import Neighbors, cross_object_saliency, self_similarity_saliency
+from ...saliency.single import Neighbors, cross_object_saliency, self_similarity_saliency
 
-log = logging.getLogger("saa.saliency")
+log = logging.getLogger("saa.saliency")  # the logger name users filter by
 
 
 @dataclass

@@ -7,10 +7,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import CROSS_IMAGE_KEYS, SaaConfig
-from ..prediction import Prediction
-from . import register_method
-from .base import Method, reference_set_id
+from ...config import CROSS_IMAGE_KEYS, SaaConfig
+from ...prediction import Prediction
+from ..base import Method, ModelFile, reference_set_id
+from ..registry import register_method
 
 __all__ = ["SaaMethod", "config_fingerprint", "model_files", "required_model_files"]
 
@@ -47,36 +47,40 @@ def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequen
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def model_files(cfg: SaaConfig) -> list[tuple[str, str]]:
+def model_files(cfg: SaaConfig) -> list[ModelFile]:
     """(what, path as configured) of every model file SAA+ needs under ``cfg`` (the Grounding DINO
     config .py is not among them: the groundingdino package's own copy stands in for it)."""
     m = cfg.models
-    out = [("Grounding DINO checkpoint", m.grounding.checkpoint),
-           ("BERT text encoder folder", m.grounding.text_encoder),
-           ("SAM checkpoint", m.sam.checkpoint)]
+    out = [ModelFile("Grounding DINO checkpoint", m.grounding.checkpoint),
+           ModelFile("BERT text encoder folder", m.grounding.text_encoder),
+           ModelFile("SAM checkpoint", m.sam.checkpoint)]
     if not str(m.saliency.checkpoint).startswith("package:"):
-        out.append((f"saliency CNN weights, {m.saliency.backbone}", m.saliency.checkpoint))
+        out.append(ModelFile(f"saliency CNN weights, {m.saliency.backbone}", m.saliency.checkpoint))
     return out
 
 
 def required_model_files(cfg: SaaConfig) -> list[str]:
     """Model files of SAA+ that ``cfg`` names but that do not exist (resolved paths)."""
-    from ..settings import model_path_exists
+    from ...settings import model_path_exists
 
-    paths = [cfg.resolve_path(p) for _, p in model_files(cfg)]
+    paths = [cfg.resolve_path(f.path) for f in model_files(cfg)]
     return [str(p) for p in paths if not model_path_exists(p)]
 
 
 @register_method
 class SaaMethod(Method):
-    """SAA+ through :class:`saa.pipeline.SAAPipeline`. ``pipeline``: one whose models (loaded or
-    not) are reused with this method's config."""
+    """SAA+ through :class:`~saa.methods.saa_plus.pipeline.SAAPipeline`. ``pipeline``: one whose
+    models (loaded or not) are reused with this method's config.
+
+    Its settings are the config's top-level ``preset``, ``behaviour`` and ``models`` sections and
+    the categories' prompts (the layout of the authors' configs and of every published config);
+    ``method_options.saa`` holds nothing."""
 
     name = "saa"
 
     def __init__(self, config: SaaConfig, pipeline=None):
         super().__init__(config)
-        from ..pipeline import SAAPipeline
+        from .pipeline import SAAPipeline
 
         if pipeline is None:
             self.pipeline = SAAPipeline(config)  # models load on the first image that needs them
@@ -116,8 +120,8 @@ class SaaMethod(Method):
         self.pipeline.load_models()
         return self
 
-    def required_files(self) -> list[str]:
-        return required_model_files(self.config)
+    def model_files(self) -> list[ModelFile]:
+        return model_files(self.config)
 
     def fingerprint(self, category: str, references: Optional[Sequence[str]] = None) -> str:
         return config_fingerprint(self.config, category, references if self.needs_references else None)
