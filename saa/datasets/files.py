@@ -214,10 +214,10 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
     """The folders matching ``pattern`` (relative to ``anchor``; ``*``, ``?``, ``[...]`` and ``**``
     as in :meth:`pathlib.Path.glob`), sorted, hidden ones left out.
 
-    Unlike ``Path.glob`` it never follows a folder link that points back at the folder holding it
-    or one above (skipped with a warning: it would list an ancestor as a defect folder, or loop
-    under ``**``), visits a folder at most once per ``**``, and looks into at most ``limit``
-    (default :data:`MAX_GLOB_FOLDERS`) folders before refusing the pattern in one line.
+    As ``Path.glob`` (Python 3.11), ``**`` does not enter folder links; unlike it, a wildcard never
+    matches a folder link that points back at the folder holding it or one above (left out with a
+    warning: it would list an ancestor as a defect folder), and the pattern may look into at most
+    ``limit`` (default :data:`MAX_GLOB_FOLDERS`) folders before it is refused in one line.
     """
     limit = MAX_GLOB_FOLDERS if limit is None else limit
     visited = 0
@@ -253,7 +253,8 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
         return p, target
 
     def descend(path: Path, real: str, seen: set[str]) -> Iterable[tuple[Path, str]]:
-        # "**": the folder itself and every folder below it, each real folder once
+        # "**": the folder itself and every folder below it, each real folder once; as in
+        # Path.glob, "**" does not enter folder links (so a link loop cannot make it endless)
         stack = [(path, real)]
         while stack:
             p, r = stack.pop()
@@ -262,10 +263,8 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
             seen.add(r)
             yield p, r
             for name, is_dir, link in sorted(scan(p), reverse=True):
-                if is_dir:
-                    c = child(p, r, name, link)
-                    if c is not None:
-                        stack.append(c)
+                if is_dir and not link:
+                    stack.append((p / name, os.path.join(r, name)))
 
     current: list[tuple[Path, str]] = [(anchor, os.path.realpath(anchor))]
     for part in PurePath(pattern).parts:
