@@ -235,6 +235,6 @@ def test_a_run_warns_about_masks_that_match_no_image(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="saa.datasets"):
         assert main(["-q", "run", str(REPO / "configs" / "mvtec.yaml"), "--data-root", str(data), "--out", str(out),
                      "--no-progress", "--method", "lite", "--set", f"models.weights_dir={tmp_path / 'none'}"]) == 0
-    warnings = unmatched_warnings(caplog)
-    assert warnings and all("'bottle': 1 mask file(s) match no image" in w and str(orphan) in w for w in warnings)
+    (warning,) = unmatched_warnings(caplog)  # once, though the run and its report both open the dataset
+    assert "'bottle': 1 mask file(s) match no image" in warning and str(orphan) in warning
     assert (out / "metrics.json").is_file()

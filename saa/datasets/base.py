@@ -24,6 +24,10 @@ log = logging.getLogger("saa.datasets")
 
 NORMAL = "good"
 
+#: unmatched-mask warnings already given in this process (the run and its report open the same
+#: dataset: one warning is enough)
+_WARNED_UNMATCHED: set[tuple] = set()
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -214,7 +218,7 @@ class AnomalyDataset(abc.ABC):
 
         One image file reached twice (a link, a hard link, two spellings of one folder) is an
         error naming both paths; mask files that match no image are logged as a warning (once per
-        category) and listed by :meth:`unmatched_masks`.
+        category and process) and listed by :meth:`unmatched_masks`.
         """
         if category not in self._cache:
             self._require_category(category)
@@ -236,7 +240,9 @@ class AnomalyDataset(abc.ABC):
                 seen[s.key] = s
             self._cache[category] = items
             unmatched = self._unmatched.get(category, [])
-            if unmatched and self.warn_unmatched_masks:
+            said = (self.name, category, tuple(map(str, unmatched)))
+            if unmatched and self.warn_unmatched_masks and said not in _WARNED_UNMATCHED:
+                _WARNED_UNMATCHED.add(said)
                 log.warning("%s", unmatched_summary(unmatched, category))
         return list(self._cache[category])
 
