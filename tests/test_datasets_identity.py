@@ -141,3 +141,6 @@ def test_glob_has_a_bound_with_a_message(tmp_path, monkeypatch):
         build_dataset("folder", root, defect_dirs="lots/**").samples("parts")
     msg = assert_one_line_naming(ei, "'lots/**'", root)
     assert "more than 5 folders" in msg and "defect_dirs" in msg
+    with pytest.raises(DatasetError) as ei:                   # one folder listed, but 8 matches
+        build_dataset("folder", root, defect_dirs="lots/*").samples("parts")
+    assert "more than 5 folders" in str(ei.value)

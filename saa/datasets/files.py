@@ -223,13 +223,16 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
     visited = 0
     skipped: list[str] = []
 
+    def too_many() -> DatasetError:
+        return DatasetError(f"{what} {pattern!r} under {anchor} looks into more than {limit} folders; "
+                            "give a narrower pattern")
+
     def scan(folder: Path) -> list[tuple[str, bool, bool]]:
         """(name, is a folder, is a link) of the entries of ``folder``."""
         nonlocal visited
         visited += 1
         if visited > limit:
-            raise DatasetError(f"{what} {pattern!r} under {anchor} looks into more than {limit} folders; "
-                               "give a narrower pattern")
+            raise too_many()
         try:
             with os.scandir(folder) as it:
                 out = []
@@ -285,6 +288,8 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
                 q = p / part
                 if q.is_dir():
                     nxt.append((q, os.path.realpath(q)))
+        if len(nxt) > limit:
+            raise too_many()
         current = nxt
     if skipped:
         log.warning("%s %r: left out %d folder link(s) pointing back at a folder above them: %s",
