@@ -13,7 +13,6 @@ from .files import (
     MaskFiles,
     file_identity,
     glob_folders,
-    is_hidden,
     list_dirs,
     list_images,
     mask_has_defect,
@@ -185,54 +184,28 @@ class FolderDataset(AnomalyDataset):
         o = self.options
         out: list[Sample] = []
         normal_images: list[Path] = []
-        image_folder_ids: set[tuple] = set()
+        image_folders: list[Path] = []
         if o["normal_dir"] is not None:
             nd = self._resolve(o["normal_dir"])
             if not nd.is_dir():
                 raise self._error("normal folder (option normal_dir) does not exist", nd)
             normal_images = list_images(nd, self.extensions)
             out += [Sample(img, None, 0, NORMAL, category) for img in normal_images]
-            image_folder_ids.add(file_identity(nd))
+            image_folders.append(nd)
         mask_dir = None
         if o["mask_dir"] is not None:
             mask_dir = self._resolve(o["mask_dir"])
             if not mask_dir.is_dir():
                 raise self._error("mask folder (option mask_dir) does not exist", mask_dir)
         folders = self._image_folders()
-        image_folder_ids |= {file_identity(d) for d, _ in folders}
-        index: dict[Path, MaskFiles] = {}
-
-        def masks_in(folder: Path) -> MaskFiles:
-            if folder not in index:
-                files = list_images(folder)
-                if self.mask_suffix:
-                    files = [p for p in files if self._is_mask_name(p)]
-                elif folder.is_dir() and file_identity(folder) in image_folder_ids:
-                    files = []  # an image folder holds no mask without a suffix
-                index[folder] = MaskFiles(folder, files)
-            return index[folder]
-
-        def find_mask(img: Path, defect_type: str) -> Optional[Path]:
-            stem = img.stem + self.mask_suffix
-            nested, flat = mask_dir / defect_type, mask_dir
-            m = masks_in(nested).find(stem, img)
-            if m is not None:
-                masks_in(flat).claim(stem)  # a flat mask of the same name is shadowed, not lost
-            else:
-                m = masks_in(flat).find(stem, img)
-            if m is not None and file_identity(m) == file_identity(img):
-                return None
-            return m
-
+        masks = _MaskLookup(mask_dir, self.mask_suffix, image_folders + [d for d, _ in folders], self._is_mask_name)
         counts = {"images": 0, "defective": 0, "empty_mask": 0, "no_mask": 0}
         example = None
         for (d, by_mask), defect_type in zip(folders, self._defect_names([d for d, _ in folders])):
             for img in list_images(d, self.extensions):
                 if self._is_mask_name(img):
                     continue  # masks kept beside the images
-                mask = None
-                if mask_dir is not None:
-                    mask = find_mask(img, defect_type)
+                mask = masks.find(img, defect_type)
                 if not by_mask:
                     if mask_dir is not None and mask is None:
                         raise self._missing_mask(img, self._mask_places(mask_dir, defect_type, img.stem))
@@ -256,22 +229,7 @@ class FolderDataset(AnomalyDataset):
                 mask_dir,
             )
         self._mask_label_counts[category] = counts
-        if mask_dir is not None:
-            # masks of normal images are not read: neither matched nor unmatched
-            for img in normal_images:
-                for folder in (mask_dir / NORMAL, mask_dir):
-                    masks_in(folder).claim(img.stem + self.mask_suffix)
-            # masks that label nothing: in mask_dir and in each folder directly under it
-            for folder in [mask_dir] + [f for f in list_dirs(mask_dir) if not is_hidden(f)]:
-                masks_in(folder)
-            unmatched: dict[tuple, Path] = {}
-            images = {file_identity(s.image_path) for s in out}
-            for mf in index.values():
-                for p in mf.unmatched():
-                    ident = file_identity(p)
-                    if ident not in images:
-                        unmatched.setdefault(ident, p)
-            self._unmatched[category] = sorted(unmatched.values())
+        self._unmatched[category] = masks.unmatched(normal_images, [s.image_path for s in out])
         return out
 
     def label_notes(self, category: str) -> list[str]:
@@ -292,3 +250,58 @@ class FolderDataset(AnomalyDataset):
             "<root>/<mask_dir>/[<folder name>/]<stem><mask_suffix>.png   masks (option mask_dir; any non-zero pixel = defect)\n"
             "options: normal_dir, defect_dirs, image_dirs, mask_dir, mask_suffix, extensions, category"
         )
+
+
+class _MaskLookup:
+    """The masks of a folder dataset: ``<mask_dir>/<defect type>/`` first, then ``<mask_dir>/``,
+    each folder listed once; what no image took is :meth:`unmatched`."""
+
+    def __init__(self, mask_dir: Optional[Path], suffix: str, image_folders: list[Path], is_mask_name) -> None:
+        self.mask_dir = mask_dir
+        self.suffix = suffix
+        self.is_mask_name = is_mask_name
+        self.image_folder_ids = {file_identity(d) for d in image_folders}
+        self.index: dict[Path, MaskFiles] = {}
+
+    def masks_in(self, folder: Path) -> MaskFiles:
+        if folder not in self.index:
+            files = list_images(folder)
+            if self.suffix:
+                files = [p for p in files if self.is_mask_name(p)]
+            elif folder.is_dir() and file_identity(folder) in self.image_folder_ids:
+                files = []  # an image folder holds no mask without a suffix
+            self.index[folder] = MaskFiles(folder, files)
+        return self.index[folder]
+
+    def find(self, img: Path, defect_type: str) -> Optional[Path]:
+        if self.mask_dir is None:
+            return None
+        stem = img.stem + self.suffix
+        nested, flat = self.mask_dir / defect_type, self.mask_dir
+        m = self.masks_in(nested).find(stem, img)
+        if m is not None:
+            self.masks_in(flat).claim(stem)  # a flat mask of the same name is shadowed, not lost
+        else:
+            m = self.masks_in(flat).find(stem, img)
+        if m is not None and file_identity(m) == file_identity(img):
+            return None
+        return m
+
+    def unmatched(self, normal_images: list[Path], images: list[Path]) -> list[Path]:
+        """Mask files no image took, in ``mask_dir`` and each folder directly under it (masks of
+        normal images are not read: neither matched nor unmatched; checks ambiguity first)."""
+        if self.mask_dir is None:
+            return []
+        for img in normal_images:
+            for folder in (self.mask_dir / NORMAL, self.mask_dir):
+                self.masks_in(folder).claim(img.stem + self.suffix)
+        for folder in [self.mask_dir] + list_dirs(self.mask_dir):
+            self.masks_in(folder)
+        image_ids = {file_identity(p) for p in images}
+        out: dict[tuple, Path] = {}
+        for mf in self.index.values():
+            for p in mf.unmatched():
+                ident = file_identity(p)
+                if ident not in image_ids:
+                    out.setdefault(ident, p)
+        return sorted(out.values())
