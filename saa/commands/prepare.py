@@ -25,7 +25,8 @@ def register(sub) -> None:
     pv.set_defaults(func=run_visa)
 
     pc = ps.add_parser("check", help="list a dataset's categories and image counts; report problems",
-                       description="Build the dataset exactly as `saa run` would and print one line per category. "
+                       description="Build the dataset exactly as `saa run` would and print one line per category; "
+                                   "`warning:` lines name mask files that match no image (they label nothing). "
                                    "Give KIND and ROOT, or --config YAML to check the dataset a config names.")
     pc.add_argument("kind", metavar="KIND", nargs="?", default=None,
                     help="mvtec, visa_public, visa_challenge, ksdd2, mtd or folder (not with --config)")
