@@ -788,7 +788,7 @@ echo "torch:    $(torch_line)"
 if [[ "$SETTINGS_OK" == 1 ]]; then
   echo "weights:  $WEIGHTS_DIR ($SETTINGS_MSG; saa finds the files from any folder)"
 else
-  echo "weights:  $WEIGHTS_DIR (could not record it: $SETTINGS_MSG; set SAA_WEIGHTS_DIR=$WEIGHTS_DIR instead)"
+  echo "weights:  $WEIGHTS_DIR (could not record it: $(echo "$SETTINGS_MSG" | tail -n 1); set SAA_WEIGHTS_DIR=$WEIGHTS_DIR instead)"
 fi
 
 if [[ $n_failed == 0 ]]; then
@@ -817,7 +817,7 @@ EOF
 fi
 cat <<EOF
 To get the missing files:
-  - retry only the downloads (partial files resume; files in place are kept):
+  - retry only the downloads (partial files resume; files in place are kept when they pass the checks):
         $RETRY
   - through a mirror: set SAA_SAM_BASE_URL, SAA_GROUNDINGDINO_URL and/or SAA_HF_BASE_URL
     (see bash install.sh --help), then run the command above
