@@ -56,6 +56,8 @@ def test_doctor_all_found(tiny_models, no_model_loading, capsys):
     for word in ("python 3.", "  torch: ", "  transformers: ", "  timm: ", "device: ", "settings file: ",
                  "not written yet", "model files are looked up in, in this order:", "1. "):
         assert word in out, word
+    assert f"this clone (where this saa package sits): {REPO}" in out
+    assert "  weights folder " not in out  # nothing recorded in this test's settings file
     assert f"found    {tiny_models.sam_checkpoint}" in out
     assert f"found    {tiny_models.text_encoder}" in out
     assert "every model file of the full method is found" in out

@@ -17,6 +17,8 @@ from saa.config import load_config
 from saa.methods.saa_plus import required_model_files
 from saa.settings import REPO_WEIGHTS_DIR, read_settings, record_weights_dir, settings_path, weights_dirs
 
+OWN = "weights/ folder of this clone"
+
 from test_evaluator import make_mvtec
 from test_pipeline_e2e import real_image
 
@@ -85,12 +87,13 @@ def test_lookup_order_settings_then_repository_env_alone(tiny_models, tmp_path, 
     monkeypatch.chdir(tmp_path)
     ov = relative_overrides(tiny_models)
     # nothing set: the repository's weights/ folder (a checkout), wherever the current folder is
-    assert weights_dirs() == [("repository weights/ folder", REPO_WEIGHTS_DIR)]
+    assert weights_dirs() == [(OWN, REPO_WEIGHTS_DIR)]
     assert load_config(MVTEC, ov).resolve_path("sam_tiny.pth") == REPO_WEIGHTS_DIR / "sam_tiny.pth"
 
     # the folder install.sh recorded
     path = record_weights_dir(root)
-    assert path == settings_path() and json.loads(path.read_text()) == {"weights_dir": str(root)}
+    assert path == settings_path() and json.loads(path.read_text()) == {
+        "weights_dir": str(root), "recorded_by": str(REPO), "clones": {str(REPO): str(root)}}
     cfg = load_config(MVTEC, ov)
     assert [p for _, p in cfg.weights_dirs()] == [root, REPO_WEIGHTS_DIR]
     assert required_model_files(cfg) == []
@@ -138,16 +141,63 @@ def test_unusable_settings_file_is_ignored_with_a_warning(tmp_path, caplog, caps
     with caplog.at_level(logging.WARNING, logger="saa.settings"):
         assert read_settings() == {}
     assert str(p) in caplog.text and "not valid JSON" in caplog.text
-    assert weights_dirs() == [("repository weights/ folder", REPO_WEIGHTS_DIR)]
+    assert weights_dirs() == [(OWN, REPO_WEIGHTS_DIR)]
     assert main(["doctor"]) in (0, 3)
     assert "UNUSABLE, ignored: not valid JSON" in capsys.readouterr().out
-    # writing replaces the broken file; a good file keeps its other keys
+    # writing keeps the broken file aside and writes a new one; a good file keeps its other keys
     record_weights_dir(tmp_path / "w1")
+    assert p.with_name("settings.json.unusable").read_text() == "{not json"
     p.write_text(json.dumps({**json.loads(p.read_text()), "note": "kept"}))
     record_weights_dir(tmp_path / "w2")
-    assert json.loads(p.read_text()) == {"weights_dir": str(tmp_path / "w2"), "note": "kept"}
+    assert json.loads(p.read_text()) == {"weights_dir": str(tmp_path / "w2"), "note": "kept", "recorded_by": str(REPO),
+                                         "clones": {str(REPO): str(tmp_path / "w2")}}
     p.write_text(json.dumps({"weights_dir": 5}))
     assert read_settings() == {}
+
+
+BAD_SETTINGS = [
+    ("utf16", '{"weights_dir": "/data/weights"}'.encode("utf-16"),
+     "it is UTF-16 text; saa reads it as UTF-8 (save it as UTF-8)"),
+    ("utf16_no_bom", '{"weights_dir": "/data/weights"}'.encode("utf-16-le"),
+     "it is UTF-16 text without a byte-order mark"),
+    ("latin1", '{"weights_dir": "/données/weights"}'.encode("latin-1"),
+     "it is not UTF-8 text (byte 0xe9 at offset 22; Latin-1 or another legacy encoding?); save it as UTF-8"),
+    ("not_json", b"weights_dir = /data/weights\n", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("not_object", b'["/data/weights"]', "expected a JSON object ({...}), got list"),
+    ("wrong_type", b'{"weights_dir": 5}', "weights_dir: Input should be a valid string (got 5)"),
+    ("relative", b'{"weights_dir": "weights"}', "weights_dir: must be an absolute path, got 'weights'"),
+    ("nul", b'{"weights_dir": "/a\\u0000b"}', "weights_dir: must not contain a NUL character"),
+    ("clones_type", b'{"clones": {"/repo": ["/w"]}}', "clones./repo: Input should be a valid string"),
+    ("too_deep", b"[" * 50000 + b"]" * 50000, "not valid JSON (nested too deeply)"),
+]
+
+
+@pytest.mark.parametrize("raw, problem", [c[1:] for c in BAD_SETTINGS], ids=[c[0] for c in BAD_SETTINGS])
+def test_bad_settings_file_one_line_then_defaults(raw, problem, caplog, capsys):
+    """Another encoding, not JSON, wrong types: one line naming the file and the problem (no
+    traceback), and saa goes on with the defaults (no recorded folder) and says so."""
+    from saa import settings as S
+
+    p = settings_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(raw)
+    S._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="saa.settings"):
+        assert read_settings() == {}
+        assert weights_dirs() == [(OWN, REPO_WEIGHTS_DIR)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "saa.settings"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings  # once, one line
+    assert warnings[0].startswith(f"settings file {p} ignored: ") and problem in warnings[0]
+    assert "as if no weights folder were recorded" in warnings[0]
+    assert main(["doctor"]) in (0, 3)  # keeps working
+    out = capsys.readouterr().out
+    assert f"settings file: {p}  [UNUSABLE, ignored: " in out and problem in out
+    # install.sh's record step keeps the unusable file aside and writes a good one
+    assert S.main(["--record-weights-dir", str(p.parent / "w")]) == 0
+    said = capsys.readouterr().out
+    assert "was kept as settings.json.unusable" in said and problem in said
+    assert p.with_name("settings.json.unusable").read_bytes() == raw
+    assert read_settings()["weights_dir"] == str(p.parent / "w")
 
 
 def test_settings_location_follows_xdg(tmp_path, monkeypatch):
@@ -267,5 +317,81 @@ def test_demo_and_doctor_find_recorded_weights_from_any_folder(tiny_models, tmp_
     assert cfg.resolve_path(cfg.models.grounding.config) == w / "GroundingDINO_SwinT_OGC.py"
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert f"1. {w}  [settings file {settings_path()}; exists]" in out
+    assert f"1. {w}  [settings file {settings_path()}, recorded by this clone's install.sh; exists]" in out
     assert f"found    {w / 'sam_vit_h_4b8939.pth'}" in out
+
+
+# ------------------------------------------------------------------ one settings file, several clones
+def _as_clone(monkeypatch, root: Path) -> None:
+    """Run as if the saa package sat in the clone ``root`` (its weights/ folder: root/weights)."""
+    monkeypatch.setattr("saa.settings.REPO_ROOT", root)
+    monkeypatch.setattr("saa.settings.REPO_WEIGHTS_DIR", root / "weights")
+
+
+def test_two_clones_each_finds_its_own_weights(tmp_path, monkeypatch, capsys):
+    """Clone A ran install.sh, then clone B did: A still looks in its own folder first, its
+    missing-file messages name its own folder, and `saa doctor` says which clone recorded which."""
+    from saa.samples import missing_files_message
+
+    a, b, c = tmp_path / "cloneA", tmp_path / "cloneB", tmp_path / "cloneC"
+    for clone in (a, b):
+        (clone / "weights").mkdir(parents=True)
+        (clone / "weights" / "groundingdino_swint_ogc.pth").write_bytes(b"x")
+    (b / "weights" / "sam_vit_h_4b8939.pth").write_bytes(b"only in B")
+    sp = settings_path()
+    _as_clone(monkeypatch, a)
+    record_weights_dir(a / "weights")  # what A's install.sh does (python -m saa.settings --clone A)
+    _as_clone(monkeypatch, b)
+    record_weights_dir(b / "weights")  # then B's: the latest record
+    assert json.loads(sp.read_text()) == {"weights_dir": str(b / "weights"), "recorded_by": str(b),
+                                          "clones": {str(a): str(a / "weights"), str(b): str(b / "weights")}}
+
+    _as_clone(monkeypatch, a)
+    assert weights_dirs() == [(f"settings file {sp}, recorded by this clone's install.sh", a / "weights"),
+                              (f"settings file {sp}, recorded by install.sh of the clone {b}", b / "weights")]
+    cfg = load_config(MVTEC)
+    # a file A lacks is reported under A's folder, never B's
+    assert cfg.resolve_path("bert-base-uncased") == a / "weights" / "bert-base-uncased"
+    assert cfg.resolve_path("groundingdino_swint_ogc.pth") == a / "weights" / "groundingdino_swint_ogc.pth"
+    assert cfg.resolve_path("sam_vit_h_4b8939.pth") == b / "weights" / "sam_vit_h_4b8939.pth"  # last resort
+    msg = missing_files_message([str(cfg.resolve_path("bert-base-uncased"))], folders=cfg.weights_dirs())
+    assert f"  - {a / 'weights' / 'bert-base-uncased'}" in msg and str(b / "weights" / "bert") not in msg
+    assert main(["doctor"]) == 3
+    out = capsys.readouterr().out
+    assert f"  weights folder {a / 'weights'}  recorded by the clone {a} (this one)\n" in out
+    assert (f"  weights folder {b / 'weights'}  recorded by the clone {b}; the latest record, used where a clone "
+            "has none of its own\n") in out
+    assert f"this clone (where this saa package sits): {a}" in out
+    assert f"1. {a / 'weights'}  [settings file {sp}, recorded by this clone's install.sh; exists]" in out
+    assert f"MISSING  {a / 'weights' / 'bert-base-uncased'}" in out
+
+    # B, the latest, sees its own folder only
+    _as_clone(monkeypatch, b)
+    assert [p for _, p in weights_dirs()] == [b / "weights"]
+
+    # a third clone that never ran install.sh: its own weights/ first when it has files there ...
+    _as_clone(monkeypatch, c)
+    assert [p for _, p in weights_dirs()] == [b / "weights", c / "weights"]  # none of its own: the record first
+    (c / "weights").mkdir(parents=True)
+    assert [p for _, p in weights_dirs()] == [b / "weights", c / "weights"]  # an empty folder is not "its own"
+    (c / "weights" / "groundingdino_swint_ogc.pth").write_bytes(b"x")
+    assert [p for _, p in weights_dirs()] == [c / "weights", b / "weights"]
+    assert load_config(MVTEC).resolve_path("bert-base-uncased") == c / "weights" / "bert-base-uncased"
+
+
+def test_settings_file_of_an_older_install_sh(tmp_path, monkeypatch, capsys):
+    """A file with only weights_dir (no clone recorded) is the user-wide record; a clone with files of
+    its own in weights/ looks there first."""
+    sp = settings_path()
+    sp.parent.mkdir(parents=True, exist_ok=True)
+    sp.write_text(json.dumps({"weights_dir": str(tmp_path / "old")}))
+    clone = tmp_path / "clone"
+    _as_clone(monkeypatch, clone)
+    label = f"settings file {sp}, recorded by an install.sh that did not say which clone (an older saa)"
+    assert weights_dirs() == [(label, tmp_path / "old"), (OWN, clone / "weights")]
+    (clone / "weights").mkdir(parents=True)
+    (clone / "weights" / "x.pth").write_bytes(b"x")
+    assert weights_dirs() == [(OWN, clone / "weights"), (label, tmp_path / "old")]
+    assert main(["doctor"]) == 3
+    assert (f"  weights folder {tmp_path / 'old'}  recorded by an older install.sh (it did not say which clone); "
+            "the latest record") in capsys.readouterr().out

@@ -23,8 +23,9 @@ _PACKAGES = [("torch", ""), ("torchvision", ""), ("transformers", ""), ("timm", 
 def register(sub) -> None:
     p = sub.add_parser(
         "doctor", help="check the installation: versions, device, which model files are found where",
-        description="Print the versions of saa and its main dependencies, the compute device, the settings file, "
-                    "the folders model files are looked up in (in order) and, for the config, each model file of "
+        description="Print the versions of saa and its main dependencies, the compute device, the settings file "
+                    "(each weights folder recorded there and the clone that recorded it), this clone, the folders model "
+                    "files are looked up in (in order) and, for the config, each model file of "
                     "the full method: found (where) or missing. Loads no model. Exit status 0 when every file is "
                     f"found, {EXIT_MISSING} when some are missing.")
     p.add_argument("--config", default=None, metavar="YAML",
@@ -67,7 +68,7 @@ def run(args) -> int:
     from ..config import load_config
     from ..methods.saa_plus import model_files
     from ..samples import default_config_path
-    from ..settings import model_path_exists, settings_path, settings_problem
+    from ..settings import REPO_ROOT, model_path_exists, recorded_folders, settings_path, settings_problem
 
     import saa
 
@@ -83,6 +84,13 @@ def run(args) -> int:
     state = ("not written yet (install.sh writes it)" if not sp.exists()
              else f"UNUSABLE, ignored: {problem}" if problem else "ok")
     print(f"settings file: {sp}  [{state}]")
+    for rec in ([] if problem else recorded_folders()):
+        who = ("an older install.sh (it did not say which clone)" if rec["clone"] is None
+               else f"the clone {rec['clone']}" + (" (this one)" if rec["this"] else
+                                                    "" if Path(rec["clone"]).is_dir() else " (no longer there)"))
+        print(f"  weights folder {rec['folder']}  recorded by {who}"
+              + ("; the latest record, used where a clone has none of its own" if rec["latest"] else ""))
+    print(f"this clone (where this saa package sits): {REPO_ROOT}")
 
     config_path = Path(args.config) if args.config else default_config_path()
     cfg = load_config(config_path, overrides_of(args, with_method=False))
