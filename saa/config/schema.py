@@ -95,7 +95,7 @@ class ModelsConfig(BaseModel):
     #: The folder relative model paths are joined to (and only that folder). Relative to the
     #: config file's folder when written in a file, to the current directory when given with
     #: ``--set`` or in code. Unset (the default): ``$SAA_WEIGHTS_DIR`` when set, else each file is
-    #: looked up in the folder install.sh recorded, then the repository's ``weights/`` (saa.settings).
+    #: looked up in the folders of this clone's lookup order (saa.settings, docs/install.md).
     weights_dir: Optional[NonEmptyStr] = None
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     sam: SamConfig = Field(default_factory=SamConfig)
