@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from .config import MAX_EVAL_SIZE, SaaConfig
+from .config import SaaConfig
 from .errors import ConfigError
 from .metrics import compute_all, image_metrics, normalize_maps, normalize_with
 from .records import METRIC_KEYS as _RECORD_METRIC_KEYS, NormalisationRecord

@@ -35,7 +35,7 @@ from ..methods import Method, get_method
 from ..naming import plain_name
 from ..records import CategoryEntry, DecisionRecord, RunResult
 from ..results import RunFolder
-from ..verdict import (ACCEPT_WEAK_FLAG, DECISION_KEY, decision_quality, decision_record, mask_png, predicted_mask,
+from ..verdict import (ACCEPT_WEAK_FLAG, decision_quality, decision_record, mask_png, predicted_mask,
                        quality_line, verdict_of)
 from .engine import distributed_context, run_category
 
