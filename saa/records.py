@@ -500,11 +500,11 @@ class RunResult(_Record):
 
 class ImageSidecar(_Record):
     """``<category>/maps/<stem>.json``: the image's regions and notes (``Prediction.regions_dict()``)
-    with its ``key``; free-form otherwise."""
+    with its ``key`` (absent in sidecars of early versions); free-form otherwise."""
 
     model_config = ConfigDict(extra="allow")
 
-    key: Name
+    key: OptText = None
     image: OptText = None
     label: Optional[Literal[0, 1]] = None
 

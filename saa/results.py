@@ -445,7 +445,7 @@ class CategoryStore:
         except (OSError, ValueError, RecursionError, RecordError) as e:
             log.debug("%s: sidecar missing or unreadable (%s): recomputing", path, str(e)[:200])
             return None
-        if side.key != key:
+        if side.key is not None and side.key != key:
             log.debug("%s: the sidecar of %r, not %r: recomputing", path, side.key, key)
             return None
         return side
