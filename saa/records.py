@@ -118,6 +118,8 @@ def _short(value: Any) -> str:
 def validation_message(e: ValidationError) -> str:
     """The first problem of a pydantic error as ``field problem`` (and how many more)."""
     errors = e.errors(include_url=False)
+    # a wrong value says more than a missing field (which often follows from the same mistake)
+    errors = sorted(errors, key=lambda err: err.get("type") == "missing")
     first = errors[0]
     where = _loc(first.get("loc", ()))
     msg = str(first.get("msg", "invalid"))
