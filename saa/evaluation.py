@@ -17,20 +17,17 @@ from typing import Any, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from .config import MAX_EVAL_SIZE, SaaConfig
+from .config import SaaConfig
 from .errors import ConfigError
 from .metrics import compute_all, image_metrics, normalize_maps, normalize_with
+from .records import METRIC_KEYS as _RECORD_METRIC_KEYS, NormalisationRecord
 
 __all__ = ["METRIC_KEYS", "METRIC_LABELS", "EVAL_OPTION_KEYS", "DEFAULT_EVAL_SIZE", "split_dataset_options",
-           "eval_size_of", "vand_experiment_of", "resize_maps", "resize_masks", "evaluation_maps", "category_maps",
-           "category_maps_and_scale", "Normalisation", "category_metrics", "category_evaluation", "mean_metrics", "format_table"]
+           "eval_size_of", "vand_experiment_of", "resize_masks", "category_maps_and_scale", "Normalisation",
+           "category_evaluation", "unavailable_metrics", "describe_unavailable", "mean_metrics", "format_table"]
 
-#: Metric keys in table order (values of :func:`saa.metrics.compute_all`).
-METRIC_KEYS = (
-    "image_auroc", "image_ap", "image_f1_max",
-    "pixel_auroc", "pixel_ap", "pixel_f1_max",
-    "aupro", "region_f1_max",
-)
+#: Metric keys in table order (values of :func:`saa.metrics.compute_all`); defined with the records.
+METRIC_KEYS = _RECORD_METRIC_KEYS
 #: Short column titles of the printed / markdown tables.
 METRIC_LABELS = {
     "image_auroc": "I-AUROC", "image_ap": "I-AP", "image_f1_max": "I-F1max",
@@ -75,7 +72,7 @@ def vand_experiment_of(config: SaaConfig) -> str:
     return value
 
 
-def resize_maps(maps: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+def _resize_maps(maps: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     """(N, size, size) float32; bicubic (``cv2.INTER_CUBIC``) where a map has another size."""
     out = np.empty((len(maps), size, size), dtype=np.float32)
     for i, m in enumerate(maps):
@@ -94,17 +91,6 @@ def resize_masks(masks: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndar
         else:
             out[i] = cv2.resize((m != 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
     return out
-
-
-def evaluation_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC §5 steps 1–3: ``(normalised maps (N, E, E) float32 in [0, 1], image scores (N,))``.
-
-    Maps are resized to ``eval_size`` first (bicubic), then normalised jointly over the category,
-    so the normalised values stay within [0, 1] and the largest pixel of the category is 1.
-    """
-    maps = normalize_maps(resize_maps(raw_maps, eval_size))
-    scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
-    return maps, scores
 
 
 #: A category whose resized maps span less than this, relative to max(1, |largest value|), is
@@ -128,7 +114,7 @@ class Normalisation:
 
     def apply(self, raw_maps: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(maps (N, E, E) float32, image scores (N,) float64)`` on the category's scale."""
-        resized = resize_maps(raw_maps, self.eval_size)
+        resized = _resize_maps(raw_maps, self.eval_size)
         maps = np.zeros_like(resized) if self.constant else normalize_with(resized, self.lo, self.hi)
         scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64) if len(maps) else np.zeros(0)
         return maps, scores
@@ -137,22 +123,35 @@ class Normalisation:
         return {"eval_size": int(self.eval_size), "lo": float(self.lo), "hi": float(self.hi),
                 "constant": bool(self.constant)}
 
+    def to_record(self) -> NormalisationRecord:
+        return NormalisationRecord(**self.to_dict())
+
+    @classmethod
+    def from_record(cls, rec: NormalisationRecord) -> "Normalisation":
+        return cls(int(rec.eval_size), float(rec.lo), float(rec.hi), bool(rec.constant))
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Normalisation":
-        """From :meth:`to_dict`'s output; ``ValueError`` when a field is missing or not a number."""
+        """From :meth:`to_dict`'s output, checked as a :class:`~saa.records.NormalisationRecord`
+        (types, finite bounds, ``lo <= hi``, ``constant`` a boolean); ``ValueError`` otherwise."""
+        from .records import RecordError, parse_record
+
         try:
-            n = cls(int(d["eval_size"]), float(d["lo"]), float(d["hi"]), bool(d.get("constant", False)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"normalisation record incomplete or not numbers ({e})") from None
-        if not 1 <= n.eval_size <= MAX_EVAL_SIZE or not (math.isfinite(n.lo) and math.isfinite(n.hi)):
-            raise ValueError(f"normalisation record out of range (eval_size {n.eval_size}, lo {n.lo}, hi {n.hi})")
-        return n
+            return cls.from_record(parse_record(NormalisationRecord, d, "normalisation"))
+        except RecordError as e:
+            raise ValueError(str(e)) from None
 
 
 def category_maps_and_scale(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int, category: str = "category"
                             ) -> tuple[np.ndarray, np.ndarray, Optional[str], Normalisation]:
-    """:func:`category_maps` and the :class:`Normalisation` it applied."""
-    resized = resize_maps(raw_maps, eval_size)
+    """SPEC §5 steps 1–3 for one category: ``(normalised maps (N, E, E) float32 in [0, 1], image scores
+    (N,), note, the Normalisation applied)``.
+
+    Maps are resized to ``eval_size`` first (bicubic), then normalised jointly over the category, so
+    the normalised values stay within [0, 1] and the largest pixel of the category is 1. A category
+    whose maps are constant up to float noise (identical or blank images) gets every map and score 0
+    and a note saying so (the note is None otherwise)."""
+    resized = _resize_maps(raw_maps, eval_size)
     if not len(resized):
         return resized, np.zeros(0), None, Normalisation(eval_size, 0.0, 0.0, True)
     lo, hi = float(resized.min()), float(resized.max())
@@ -166,31 +165,9 @@ def category_maps_and_scale(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_si
     return maps, scores, None, Normalisation(eval_size, lo, hi, False)
 
 
-def category_maps(raw_maps: Sequence[np.ndarray] | np.ndarray, eval_size: int,
-                  category: str = "category") -> tuple[np.ndarray, np.ndarray, Optional[str]]:
-    """:func:`evaluation_maps`, except for a category whose maps are constant up to float noise
-    (identical or blank images): then every map and score is 0 and the third value is a note
-    saying so (None otherwise)."""
-    maps, scores, note, _ = category_maps_and_scale(raw_maps, eval_size, category)
-    return maps, scores, note
-
-
 def _pct(value: float) -> Optional[float]:
     v = float(value)
     return None if math.isnan(v) else 100.0 * v
-
-
-def category_metrics(labels: Sequence[int], scores: np.ndarray, masks: Optional[np.ndarray],
-                     maps: np.ndarray) -> dict[str, Optional[float]]:
-    """All metrics of one category in percent (None where undefined). ``masks=None``: image only."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if masks is None:
-        img = image_metrics(labels, scores)
-        values = {k: float("nan") for k in METRIC_KEYS}
-        values.update(image_auroc=img["auroc"], image_ap=img["ap"], image_f1_max=img["f1_max"])
-    else:
-        values = compute_all(labels, scores, masks, maps)
-    return {k: _pct(values[k]) for k in METRIC_KEYS}
 
 
 def _threshold(value) -> Optional[float]:
@@ -200,10 +177,11 @@ def _threshold(value) -> Optional[float]:
 
 def category_evaluation(labels: Sequence[int], scores: np.ndarray, masks: Optional[np.ndarray], maps: np.ndarray
                         ) -> tuple[dict[str, Optional[float]], dict[str, Optional[float]]]:
-    """:func:`category_metrics` and the F1-optimal thresholds on the same (normalised) scale, from
-    the same sorts: ``{"image_threshold", "pixel_threshold"}``, each the score ``t`` with "defect
-    iff score >= t" at which image / pixel F1-max are reached (the highest such ``t``); None where
-    F1-max is undefined (no defective image / pixel, or no masks)."""
+    """All metrics of one category in percent (None where undefined; ``masks=None``: image metrics
+    only) and the F1-optimal thresholds on the same (normalised) scale, from the same sorts:
+    ``{"image_threshold", "pixel_threshold"}``, each the score ``t`` with "defect iff score >= t" at
+    which image / pixel F1-max are reached (the highest such ``t``); None where F1-max is undefined
+    (no defective image / pixel, or no masks). Why a metric is undefined: :func:`unavailable_metrics`."""
     labels = np.asarray(labels, dtype=np.int64)
     if masks is None:
         img = image_metrics(labels, scores)
@@ -215,6 +193,40 @@ def category_evaluation(labels: Sequence[int], scores: np.ndarray, masks: Option
     thresholds = {"image_threshold": _threshold(values["image_f1_threshold"]),
                   "pixel_threshold": _threshold(values["pixel_f1_threshold"])}
     return {k: _pct(values[k]) for k in METRIC_KEYS}, thresholds
+
+
+_IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1_max")
+_PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "region_f1_max")
+
+
+def unavailable_metrics(normal: int, anomalous: int, has_masks: bool, defect_pixels: Optional[bool] = None
+                        ) -> dict[str, str]:
+    """Why each metric of a labelled category cannot be computed (metric key -> reason; empty when
+    every metric is defined): ``normal`` / ``anomalous`` image counts, ``has_masks`` whether the
+    dataset has ground-truth masks, ``defect_pixels`` whether those masks mark any pixel."""
+    out: dict[str, str] = {}
+    if anomalous == 0 and normal == 0:
+        return {k: "the category has no image" for k in METRIC_KEYS}
+    if anomalous == 0:
+        why = "no anomalous image in the category (these metrics need defective images)"
+        return {k: why for k in METRIC_KEYS}
+    if normal == 0:
+        out["image_auroc"] = "no normal image in the category (AUROC needs both normal and anomalous images)"
+    if not has_masks:
+        why = "the dataset has no ground-truth masks (pixel metrics need them; masks are optional)"
+        out.update({k: why for k in _PIXEL_KEYS})
+    elif defect_pixels is False:
+        why = "the ground-truth masks mark no defect pixel"
+        out.update({k: why for k in _PIXEL_KEYS})
+    return out
+
+
+def describe_unavailable(category: str, unavailable: Mapping[str, str]) -> list[str]:
+    """One line per reason: ``<category>: P-AUROC, P-AP, ... not computed: <reason>``."""
+    by_reason: dict[str, list[str]] = {}
+    for k, why in unavailable.items():
+        by_reason.setdefault(why, []).append(METRIC_LABELS.get(k, k))
+    return [f"{category}: {', '.join(keys)} not computed: {why}" for why, keys in by_reason.items()]
 
 
 def mean_metrics(per_category: Mapping[str, Mapping[str, Optional[float]]]) -> dict[str, Optional[float]]:

@@ -17,9 +17,7 @@ The HTML helpers (:func:`img_tag`, :func:`html_page`) are shared with ``saa demo
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 import logging
 import math
 import os
@@ -33,7 +31,6 @@ import numpy as np
 
 log = logging.getLogger("saa.report")
 
-REPORT_NAME = "report.html"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -41,6 +38,7 @@ h1{font-size:1.5em} h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid
 table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left} tr.mean td{font-weight:bold;background:#f3f3f3}
 .note{background:#fff6d6;border:1px solid #e6c84a;padding:8px 12px;margin:10px 0}
+.warn{background:#ffe3e3;border-color:#d9534f}
 .gallery{display:flex;flex-wrap:wrap;gap:8px} figure{margin:0;font-size:.78em;text-align:center}
 figure img{display:block;border:1px solid #ccc} pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:.8em}
 .small{color:#666;font-size:.85em}
@@ -103,37 +101,16 @@ def _figure_png(fig) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------
-# run folder reading
+# run folder reading (through saa.results.RunFolder: the layout is its business)
 
 
-def _read_scores(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            rows.append({"key": r["key"], "label": int(r["label"]) if r.get("label") not in (None, "") else None,
-                         "raw_score": float(r["raw_score"]), "image_score": float(r["image_score"]),
-                         "verdict": r.get("verdict") or None})
-    return rows
-
-
-def _load_npz(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {"map": np.asarray(z["map"], dtype=np.float32),
-                    "image_size": tuple(int(v) for v in np.asarray(z["image_size"]).reshape(-1)),
-                    "image": str(z["image"]) if "image" in z.files else ""}
-    except Exception as e:
-        log.debug("%s: unreadable (%s)", path, e)
-        return None
-
-
-def _dataset_of(run_dir: Path):
-    """The dataset recorded in ``config.yaml`` (or raise)."""
+def _dataset_of(folder):
+    """The dataset recorded in the run's ``config.yaml`` (or raise)."""
     from .config import load_config
     from .datasets import build_dataset
     from .evaluation import split_dataset_options
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(folder.config_yaml)
     ds_options, _ = split_dataset_options(cfg.dataset.options)
     return build_dataset(cfg.dataset.kind, cfg.dataset.root, **ds_options)
 
@@ -195,7 +172,7 @@ def _curves_png(category: str, image_curve, pixel_curve, metrics: Mapping[str, A
 # the report
 
 
-def _metrics_table(result: Mapping[str, Any]) -> str:
+def _metrics_table(result) -> str:
     from .evaluation import METRIC_KEYS, METRIC_LABELS
 
     def cell(v):
@@ -203,14 +180,13 @@ def _metrics_table(result: Mapping[str, Any]) -> str:
 
     head = "".join(f"<th>{esc(METRIC_LABELS.get(k, k))}</th>" for k in METRIC_KEYS)
     rows = [f"<tr><th>category</th><th>images</th><th>normal</th><th>anomalous</th>{head}</tr>"]
-    for cat, info in result.get("categories", {}).items():
-        c = info.get("counts", {})
-        cells = "".join(f"<td>{cell(info['metrics'].get(k))}</td>" for k in METRIC_KEYS)
-        rows.append(f'<tr id="row-{esc(cat)}"><td>{esc(cat)}</td><td>{c.get("images", "")}</td>'
-                    f'<td>{c.get("normal", "")}</td><td>{c.get("anomalous", "")}</td>{cells}</tr>')
-    tot = result.get("totals", {})
-    cells = "".join(f"<td>{cell(result.get('mean', {}).get(k))}</td>" for k in METRIC_KEYS)
-    rows.append(f'<tr class="mean"><td>mean</td><td>{tot.get("images", "")}</td><td></td><td></td>{cells}</tr>')
+    for cat, info in result.categories.items():
+        c = info.counts
+        cells = "".join(f"<td>{cell(info.metrics.get(k))}</td>" for k in METRIC_KEYS)
+        rows.append(f'<tr id="row-{esc(cat)}"><td>{esc(cat)}</td><td>{c.images}</td>'
+                    f'<td>{c.normal}</td><td>{c.anomalous}</td>{cells}</tr>')
+    cells = "".join(f"<td>{cell(result.mean.get(k))}</td>" for k in METRIC_KEYS)
+    rows.append(f'<tr class="mean"><td>mean</td><td>{result.totals.images}</td><td></td><td></td>{cells}</tr>')
     return "<table>" + "".join(rows) + "</table><p class=\"small\">Values in percent; the mean is the " \
                                        "unweighted mean over categories of the defined values.</p>"
 
@@ -219,34 +195,43 @@ def _figure(rgb, caption: str) -> str:
     return f"<figure>{img_tag(rgb, alt=caption)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_size: int, dataset,
-                      dataset_error: Optional[str], n_gallery: int, thumb: int) -> str:
-    from .evaluation import category_maps, resize_masks
-    from .results import map_path
+def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_error: Optional[str],
+                      n_gallery: int, thumb: int) -> str:
+    from .evaluation import category_maps_and_scale, resize_masks
     from .image_io import read_rgb
-    from .verdict import DECISION_KEY, predicted_mask
+    from .verdict import DECISION_KEY, predicted_mask, quality_line
     from .visualize import MapScale, colorbar, heat_overlay, thumbnail
 
+    cstore = folder.category(cat)
     parts = [f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2>']
-    secs = info.get("seconds", {})
+    secs = info.seconds
     if secs:
         parts.append("<p class=\"small\">" + esc(", ".join(f"{k} {v:.2f} s" if k != "per_computed_image" else
                                                            f"{v:.2f} s per computed image"
                                                            for k, v in secs.items())) +
-                     f"; {info.get('computed', 0)} computed, {info.get('reused', 0)} reused</p>")
-    parts += [f"<p class=\"note\">{esc(n)}</p>" for n in info.get("notes", [])]
-    scores_path = run_dir / cat / "scores.csv"
-    if not scores_path.is_file():
-        parts.append(f"<p class=\"note\">{esc(scores_path)} is missing: no curves, no gallery.</p>")
+                     f"; {info.computed} computed, {info.reused} reused</p>")
+    parts += [f"<p class=\"note\">{esc(n)}</p>" for n in info.notes]
+    if not cstore.scores_csv.is_file():
+        parts.append(f"<p class=\"note\">{esc(cstore.scores_csv)} is missing: no curves, no gallery.</p>")
         return "\n".join(parts)
-    rows = _read_scores(scores_path)
-    loaded = [_load_npz(map_path(run_dir, cat, r["key"])) for r in rows]
+    rows = cstore.read_scores()
+    loaded = [cstore.read_map(r.key) for r in rows]
+    if info.map_fingerprint:  # maps written by another run (other settings, another image set) are not drawn
+        other = [i for i, z in enumerate(loaded) if z is not None and z.fingerprint != info.map_fingerprint]
+        if other:
+            msg = (f"{cat}: {len(other)} of {len(rows)} stored maps were made by another run than these metrics "
+                   f"(other settings or another image set, e.g. {rows[other[0]].key}): the curves and pictures "
+                   f"below use only the {len(rows) - len(other)} maps of this run")
+            log.warning("report: %s", msg)
+            parts.append(f"<p class=\"note warn\">{esc(msg)}</p>")
+            for i in other:
+                loaded[i] = None
     ok = [i for i, z in enumerate(loaded) if z is not None]
-    labels = [r["label"] for r in rows]
+    labels = [r.label for r in rows]
     labelled = all(lab is not None for lab in labels) and len(rows) > 0
     norm = None
     if ok:
-        norm_ok, _, _ = category_maps([loaded[i]["map"] for i in ok], eval_size, cat)
+        norm_ok, _, _, _ = category_maps_and_scale([loaded[i].map for i in ok], eval_size, cat)
         norm = {i: norm_ok[j] for j, i in enumerate(ok)}
 
     # ground truth (via the dataset of config.yaml), for pixel curves and outlines
@@ -267,14 +252,14 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
         else:
             try:
                 for i in ok:
-                    s = samples[rows[i]["key"]]
-                    masks[i] = resize_masks([dataset.load_mask(s, loaded[i]["image_size"])], eval_size)[0]
+                    s = samples[rows[i].key]
+                    masks[i] = resize_masks([dataset.load_mask(s, loaded[i].image_size)], eval_size)[0]
             except Exception as e:
                 masks = {}
                 pixel_note = f"image-level curves only: ground truth not readable ({e})"
 
     if labelled:
-        img_curve = _roc_pr(np.asarray(labels), np.asarray([r["image_score"] for r in rows]))
+        img_curve = _roc_pr(np.asarray(labels), np.asarray([r.image_score for r in rows]))
         pix_curve = None
         if masks:
             pix_curve = _roc_pr(np.stack([masks[i] for i in ok]), np.stack([norm[i] for i in ok]))
@@ -283,31 +268,38 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
         if img_curve is None and pix_curve is None:
             parts.append("<p class=\"note\">Curves undefined: the category has only one class.</p>")
         else:
-            png = _curves_png(cat, img_curve, pix_curve, info.get("metrics", {}), pixel_note)
+            png = _curves_png(cat, img_curve, pix_curve, info.metrics, pixel_note)
             parts.append(f'<div class="curves">{img_tag(png, alt=f"ROC and PR curves of {cat}")}</div>')
             if pixel_note:
                 parts.append(f"<p class=\"small\">{esc(pixel_note)}</p>")
     else:
         parts.append("<p class=\"note\">Unlabelled images: no metrics and no curves.</p>")
 
-    decision = info.get(DECISION_KEY) if isinstance(info.get(DECISION_KEY), dict) else {}
-    pixel_t = decision.get("pixel_threshold")
-    image_t = decision.get("image_threshold")
+    decision = info.decision
+    pixel_t = decision.pixel_threshold if decision is not None else None
+    image_t = decision.image_threshold if decision is not None else None
     if image_t is not None:
-        verdicts = [r["verdict"] for r in rows]
-        alarms = sum(1 for r in rows if r["label"] == 0 and r["verdict"] == "DEFECT")
-        misses = sum(1 for r in rows if r["label"] == 1 and r["verdict"] == "OK")
+        verdicts = [r.verdict for r in rows]
+        alarms = sum(1 for r in rows if r.label == 0 and r.verdict == "DEFECT")
+        misses = sum(1 for r in rows if r.label == 1 and r.verdict == "OK")
         pix = "" if pixel_t is None else f", pixel threshold {pixel_t:.4g} (magenta outline in the pictures)"
+        q = decision.quality
+        quality = "" if q is None else f" Quality on this run's images: {esc(quality_line(q))}."
+        weak = ""
+        if q is not None and q.weak:
+            weak = (f"<p class=\"note warn\"><b>Weak decision</b>: {esc('; '.join(q.reasons))}. "
+                    "<code>saa predict --thresholds-from</code> refuses it unless <code>--accept-weak-decision</code> "
+                    "is given.</p>")
         parts.append(f"<p>Decision (F1-optimal thresholds on the normalised scale, <code>metrics.json</code> "
                      f"&rarr; <code>{DECISION_KEY}</code>): image threshold {image_t:.4g}{esc(pix)}. Verdicts: "
                      f"{verdicts.count('DEFECT')} DEFECT, {verdicts.count('OK')} OK; {alarms} normal image(s) "
-                     f"flagged DEFECT, {misses} anomalous image(s) passed as OK. Apply them to new images: "
-                     f"<code>saa predict --thresholds-from {esc(run_dir)} --category {esc(cat)} ...</code></p>")
+                     f"flagged DEFECT, {misses} anomalous image(s) passed as OK.{quality} Apply them to new images: "
+                     f"<code>saa predict --thresholds-from {esc(folder.root)} --category {esc(cat)} ...</code></p>"
+                     + weak)
 
     def thumb_of(i: int) -> Optional[np.ndarray]:
         z = loaded[i]
-        src = z["image"] if z and z["image"] else (str(samples[rows[i]["key"]].image_path)
-                                                    if rows[i]["key"] in samples else "")
+        src = z.image if z and z.image else (str(samples[rows[i].key].image_path) if rows[i].key in samples else "")
         amap = norm[i] if norm is not None and i in norm else None
         try:
             rgb = read_rgb(src)
@@ -318,15 +310,15 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
             return heat_overlay(rgb, amap, alpha=1.0, vmax=1.0)
         gt = masks.get(i)
         pred = predicted_mask(amap, pixel_t) if amap is not None else None
-        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt, defect_mask=pred, verdict=rows[i]["verdict"])
+        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt, defect_mask=pred, verdict=rows[i].verdict)
 
     def gallery(title: str, idx: list[int]) -> str:
         figs = []
         for i in idx:
             t = thumb_of(i)
             if t is not None:
-                v = rows[i]["verdict"]
-                figs.append(_figure(t, f"{rows[i]['key']}  score {rows[i]['image_score']:.3f}" + (f"  {v}" if v else "")))
+                v = rows[i].verdict
+                figs.append(_figure(t, f"{rows[i].key}  score {rows[i].image_score:.3f}" + (f"  {v}" if v else "")))
         if not figs:
             return f"<h3>{esc(title)}</h3><p class=\"small\">none</p>"
         return f"<h3>{esc(title)}</h3><div class=\"gallery\">" + "".join(figs) + bar + "</div>"
@@ -334,7 +326,7 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     marks = [(float(pixel_t), "px thr")] if pixel_t is not None else []
     bar = _figure(colorbar(thumb, MapScale(0.0, 1.0, "normalised"), marks=marks), "colour scale")
 
-    order = sorted(range(len(rows)), key=lambda i: -rows[i]["image_score"])
+    order = sorted(range(len(rows)), key=lambda i: -rows[i].image_score)
     if labelled:
         normal = [i for i in order if labels[i] == 0][:n_gallery]
         anomalous = [i for i in reversed(order) if labels[i] == 1][:n_gallery]
@@ -349,115 +341,88 @@ def _category_section(run_dir: Path, cat: str, info: Mapping[str, Any], eval_siz
     return "\n".join(parts)
 
 
-_RERUN = ("it is rewritten at the end of every `saa run`: run the same `saa run ... --out {run}` again "
-          "(the stored maps are reused) or restore the file")
-
-
 def check_metrics_file(run_dir) -> None:
-    """Raise SaaError (one line) when RUN_DIR/metrics.json is unreadable, not JSON or not shaped like
-    the file `saa run` writes; a missing file is left to the report, which says what to run."""
-    import json
-    from pathlib import Path
+    """Raise SaaError (one line) when RUN_DIR cannot be reported on: a run is writing it now,
+    ``metrics.json`` is missing (with what to run), unreadable, not JSON or not a typed
+    :class:`~saa.records.RunResult` (naming the field and the problem)."""
+    from .results import RunFolder
 
-    from .errors import SaaError
-
-    run = Path(run_dir)
-    mpath = run / "metrics.json"
-    if not mpath.is_file():
-        return
-    hint = _RERUN.format(run=run)
-    try:
-        text = mpath.read_bytes().decode("utf-8")
-        result = json.loads(text)
-    except UnicodeDecodeError:
-        raise SaaError(f"{mpath}: corrupt (not UTF-8 text); {hint}") from None
-    except json.JSONDecodeError as e:
-        raise SaaError(f"{mpath}: corrupt (not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}); "
-                       f"{hint}") from None
-    except RecursionError:
-        raise SaaError(f"{mpath}: corrupt (nested too deeply); {hint}") from None
-    problem = None
-    if not isinstance(result, dict):
-        problem = f"the top level is a JSON {type(result).__name__}, not an object"
-    else:
-        for key in ("categories", "mean", "totals", "timings", "dataset"):
-            if key in result and not isinstance(result[key], dict):
-                problem = f"`{key}` is not a JSON object"
-                break
-        else:
-            for cat, info in result.get("categories", {}).items():
-                if not isinstance(info, dict) or not all(
-                        isinstance(info.get(k, {}), dict) for k in ("counts", "metrics", "seconds")):
-                    problem = f"the entry of category `{cat}` is not shaped like a run's"
-                    break
-        if problem is None and result.get("eval_size") is not None:
-            try:
-                int(result["eval_size"])
-            except (TypeError, ValueError, OverflowError):
-                problem = f"`eval_size` is {str(result['eval_size'])[:40]!r}, not a number"
-    if problem:
-        raise SaaError(f"{mpath}: not a metrics file of `saa run` ({problem}); {hint}")
-
+    folder = RunFolder(run_dir)
+    folder.check_readable()
+    folder.read_metrics()
 
 
 def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
-                 notes: Sequence[str] = ()) -> str:
+                 notes: Sequence[str] = (), in_run: bool = False) -> str:
     """The HTML text of the report of a run folder written by :func:`saa.run.evaluate_run` (it reads
-    only the files of the run folder: ``metrics.json``, ``config.yaml``, the per-image results)."""
-    from .errors import SaaError
+    only the files of the run folder, through :class:`saa.results.RunFolder`: ``metrics.json``,
+    ``config.yaml``, the run state, the per-image results). A folder a run is writing now, or whose
+    metrics are missing, is refused in one line; one whose ``metrics.json``, ``config.yaml``, run
+    state or maps come from different runs is labelled so at the top (and logged as a warning).
+    ``in_run``: called by the run that holds the folder's lock (at its end)."""
+    from .results import RunFolder
 
-    run = Path(run_dir)
-    mpath = run / "metrics.json"
-    if not mpath.is_file():
-        raise SaaError(f"{run} is not a run folder: {mpath} not found (run `saa run CONFIG --out {run}` first)")
-    check_metrics_file(run)
-    result = json.loads(mpath.read_text(encoding="utf-8"))
-    eval_size = int(result.get("eval_size") or 400)
+    folder = RunFolder(run_dir)
+    run = folder.root
+    if not in_run:
+        folder.check_readable()
+    result = folder.read_metrics()
+    problems = [] if in_run else folder.report_problems(result)
+    for p in problems:
+        log.warning("report: %s: %s", run, p)
+    eval_size = int(result.eval_size)
     dataset = None
     dataset_error = None
     try:
-        dataset = _dataset_of(run)
+        dataset = _dataset_of(folder)
     except Exception as e:
         dataset_error = str(e)
         log.warning("report: the dataset of %s cannot be opened (%s); curves will be image-level only", run, e)
 
-    ds = result.get("dataset", {})
-    method = result.get("method_label") or ("SAA+" + (f" (preset {result['preset']})" if result.get("preset") else ""))
-    title = f"{method} run report — {ds.get('kind', '?')}"
-    preset = f"preset <b>{esc(result['preset'])}</b>; " if result.get("preset") else ""
-    body = [f"<p>Method <b>{esc(method)}</b>; {preset}run folder <code>{esc(run.resolve())}</code>; dataset "
-            f"<code>{esc(ds.get('root', ''))}</code>; out size {esc(result.get('out_size', ''))}, "
-            f"eval size {eval_size}; finished {esc(result.get('finished', ''))}.</p>"]
-    if result.get("method_summary"):
-        body.append(f"<p>{esc(result['method_summary'])}.</p>")
-    settings = result.get("method_settings") or {}
+    ds = result.dataset
+    method = result.method_label or ("SAA+" + (f" (preset {result.preset})" if result.preset else ""))
+    title = f"{method} run report — {ds.kind or '?'}"
+    preset = f"preset <b>{esc(result.preset)}</b>; " if result.preset else ""
+    body = []
+    if problems:
+        body.append("<div class=\"note warn\"><b>This folder mixes files of different runs</b>:<ul>"
+                    + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul></div>")
+    body.append(f"<p>Method <b>{esc(method)}</b>; {preset}run folder <code>{esc(run.resolve())}</code>; dataset "
+                f"<code>{esc(ds.root)}</code>; out size {esc(result.out_size)}, "
+                f"eval size {eval_size}; finished {esc(result.finished)}.</p>")
+    if result.method_summary:
+        body.append(f"<p>{esc(result.method_summary)}.</p>")
+    settings = result.method_settings or {}
     if settings:
         body.append("<h2>Method settings</h2><table>" + "".join(
             f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in settings.items()) + "</table>")
     body += [f"<p class=\"note\">{esc(n)}</p>" for n in notes]
-    cats = list(result.get("categories", {}))
+    if result.warnings:
+        body.append("<h2>Warnings</h2><ul class=\"warn\">" + "".join(f"<li>{esc(w)}</li>" for w in result.warnings)
+                    + "</ul>")
+    cats = list(result.categories)
     if cats:
         body.append("<p>Categories: " + " · ".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in cats) + "</p>")
     body.append("<h2>Metrics</h2>")
-    body.append(_metrics_table(result) if result.get("labelled", True) else
+    body.append(_metrics_table(result) if result.labelled else
                 "<p class=\"note\">Unlabelled test set: no metrics.</p>" + _metrics_table(result))
     for cat in cats:
         try:
-            body.append(_category_section(run, cat, result["categories"][cat], eval_size, dataset, dataset_error,
+            body.append(_category_section(folder, cat, result.categories[cat], eval_size, dataset, dataset_error,
                                           n_gallery, thumb))
         except Exception as e:  # one broken category must not cost the whole report
             log.warning("report: category %s: %s", cat, e)
             body.append(f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2><p class="note">could not be drawn: {esc(e)}</p>')
-    t = result.get("timings", {})
+    t = result.timings.model_dump()
     body.append("<h2>Timings</h2><table>" + "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in t.items()) +
-        f"<tr><td>images</td><td>{esc(result.get('totals', {}))}</td></tr></table>")
+        f"<tr><td>images</td><td>{esc(result.totals.model_dump(mode='json'))}</td></tr></table>")
     body.append("<h2>Versions</h2>" + versions_html())
-    cfg_path = run / "config.yaml"
-    cfg_text = cfg_path.read_text(encoding="utf-8") if cfg_path.is_file() else "(config.yaml missing)"
+    cfg_path = folder.config_yaml
+    cfg_text = cfg_path.read_text(encoding="utf-8", errors="replace") if cfg_path.is_file() else "(config.yaml missing)"
     unused = ""
-    if result.get("method") not in (None, "saa", "full"):
-        unused = (f"<p class=\"small\">Method {esc(result.get('method'))} reads only its own settings (above), "
+    if result.method not in (None, "saa", "full"):
+        unused = (f"<p class=\"small\">Method {esc(result.method)} reads only its own settings (above), "
                   "<code>out_size</code>, <code>models.device</code> and <code>dataset</code>; the other sections "
                   "(Grounding DINO, SAM, behaviour, prompts) are the config's and are not used by it.</p>")
     body.append(f"<h2>Configuration</h2>{unused}<pre>{esc(cfg_text)}</pre>")
@@ -469,7 +434,8 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
 def write_report(run_dir: str | os.PathLike, out: Optional[str | os.PathLike] = None, **kwargs) -> Path:
     """Write ``run_dir/report.html`` (or ``out``) atomically; returns its path."""
     from .image_io import atomic_write_text
+    from .results import RunFolder
 
-    target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    target = Path(out) if out is not None else RunFolder(run_dir).report_html
     atomic_write_text(target, build_report(run_dir, **kwargs))
     return target

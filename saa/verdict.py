@@ -1,6 +1,8 @@
-"""Decisions: the thresholds a labelled run records, and the OK / DEFECT verdict they give an image.
+"""Decisions: the thresholds a labelled run records, their quality, and the OK / DEFECT verdict they
+give an image.
 
-A labelled ``saa run`` records per category in ``metrics.json`` (key ``decision``):
+A labelled ``saa run`` records per category in ``metrics.json`` (key ``decision``, a typed
+:class:`saa.records.DecisionRecord`):
 
 * ``image_threshold`` / ``pixel_threshold``: the F1-optimal thresholds, i.e. the score ``t`` with
   "defect iff score >= t" at which the run's image / pixel F1-max are reached (from the same sort
@@ -8,7 +10,17 @@ A labelled ``saa run`` records per category in ``metrics.json`` (key ``decision`
 * ``normalisation``: how that scale was made (:class:`saa.evaluation.Normalisation`: eval size and
   the category's ``lo`` / ``hi``), so that new maps can be put on it;
 * ``method``, ``fingerprint`` (the method's settings, without the image set) and ``out_size``, so that
-  a later ``saa predict --thresholds-from RUN`` refuses maps of another method or other settings.
+  a later ``saa predict --thresholds-from RUN`` refuses maps of another method or other settings; a
+  record without them is refused;
+* ``quality`` (:class:`saa.records.DecisionQuality`): at the image threshold, on the run's own
+  images, the false-alarm rate on normal images, the miss rate on defective ones, the share of each
+  verdict and the image AUROC.
+
+A decision is **weak** (:func:`weakness`) when it separates nothing on its own run: every image gets
+the same verdict, or the image AUROC is no better than chance (<= 50), or under
+:data:`WEAK_AUROC_FLOOR` (60), or undefined (no normal image to test it on). A run prints a weak
+decision as a warning (console, ``metrics.md``, the report); ``saa predict --thresholds-from``
+refuses it in one line unless ``--accept-weak-decision`` is given (:meth:`Decision.check_method`).
 
 An image's verdict is DEFECT when its (normalised) image score is ``>= image_threshold``, else OK;
 its predicted defect mask is its eval-size normalised map ``>= pixel_threshold``, resized to the image
@@ -20,25 +32,29 @@ are scored among a set like the run's (many, mostly normal images of the categor
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from .errors import SaaError
 from .evaluation import Normalisation
+from .records import DecisionQuality, DecisionRecord
+from .results import RunFolder
 
-__all__ = ["DECISION_KEY", "OK", "DEFECT", "Decision", "decision_record", "load_decision", "verdict_of",
-           "predicted_mask", "mask_png"]
+__all__ = ["DECISION_KEY", "OK", "DEFECT", "WEAK_AUROC_FLOOR", "ACCEPT_WEAK_FLAG", "Decision", "decision_record",
+           "decision_quality", "weakness", "quality_line", "load_decision", "verdict_of", "predicted_mask", "mask_png"]
 
 DECISION_KEY = "decision"
 OK, DEFECT = "OK", "DEFECT"
 #: the scale of a threshold given by hand without a run (the method's raw image score)
 RAW, NORMALISED = "raw", "normalised"
+#: a decision whose image AUROC on its own run is under this (percent) is weak
+WEAK_AUROC_FLOOR = 60.0
+#: the option of ``saa predict`` that accepts a weak decision
+ACCEPT_WEAK_FLAG = "--accept-weak-decision"
 
 
 def verdict_of(score: float, threshold: Optional[float]) -> Optional[str]:
@@ -67,10 +83,58 @@ def mask_png(mask: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(mask), 255, 0).astype(np.uint8)
 
 
+def decision_quality(labels: Sequence[int], scores: Sequence[float], threshold: Optional[float],
+                     image_auroc: Optional[float]) -> Optional[DecisionQuality]:
+    """How the image ``threshold`` does on the run's own images (``labels`` 0 / 1, normalised
+    ``scores``; ``image_auroc`` in percent or None); None without a threshold."""
+    if threshold is None:
+        return None
+    labels = [int(v) for v in labels]
+    verdicts = [verdict_of(s, threshold) for s in scores]
+    n, normal, anomalous = len(labels), labels.count(0), labels.count(1)
+    ok, defect = verdicts.count(OK), verdicts.count(DEFECT)
+    false_alarms = sum(1 for lab, v in zip(labels, verdicts) if lab == 0 and v == DEFECT)
+    misses = sum(1 for lab, v in zip(labels, verdicts) if lab == 1 and v == OK)
+    q = DecisionQuality(images=n, normal=normal, anomalous=anomalous, ok=ok, defect=defect,
+                        false_alarms=false_alarms, misses=misses,
+                        false_alarm_rate=false_alarms / normal if normal else None,
+                        miss_rate=misses / anomalous if anomalous else None,
+                        ok_share=ok / n if n else None, defect_share=defect / n if n else None,
+                        image_auroc=image_auroc)
+    reasons = weakness(q)
+    return q.model_copy(update={"weak": bool(reasons), "reasons": reasons})
+
+
+def weakness(q: DecisionQuality) -> list[str]:
+    """Why a decision is weak (empty: it is not), from the numbers of its quality record (the
+    ``weak`` / ``reasons`` fields of a file are not trusted: they are recomputed here)."""
+    reasons = []
+    if q.images and (q.ok == 0 or q.defect == 0):
+        reasons.append(f"every image of the run gets the same verdict ({q.ok} OK, {q.defect} DEFECT): the threshold "
+                       "separates nothing")
+    if q.image_auroc is None:
+        reasons.append("its image AUROC is undefined (the run has no normal image to test it on)")
+    elif q.image_auroc <= 50.0:
+        reasons.append(f"image AUROC {q.image_auroc:.1f} on its own run: no better than chance")
+    elif q.image_auroc < WEAK_AUROC_FLOOR:
+        reasons.append(f"image AUROC {q.image_auroc:.1f} on its own run, under the floor of {WEAK_AUROC_FLOOR:g}")
+    return reasons
+
+
+def quality_line(q: DecisionQuality) -> str:
+    """``false alarms 1/2 normal (50.0%), misses 0/3 defective (0.0%); 1 OK, 4 DEFECT``."""
+    def rate(num: int, den: int) -> str:
+        return f"{num}/{den}" + (f" ({100.0 * num / den:.1f}%)" if den else "")
+
+    return (f"false alarms {rate(q.false_alarms, q.normal)} normal, misses {rate(q.misses, q.anomalous)} defective; "
+            f"{q.ok} OK, {q.defect} DEFECT")
+
+
 @dataclass(frozen=True)
 class Decision:
     """Thresholds and the scale they are on. ``normalisation`` None: the scale is the method's raw
-    image score (a ``--threshold`` given by hand without a run)."""
+    image score (a ``--threshold`` given by hand without a run). ``quality``: how the run's image
+    threshold did on the run's images; ``accept_weak``: a weak decision is used anyway."""
 
     image_threshold: Optional[float]
     pixel_threshold: Optional[float] = None
@@ -79,6 +143,9 @@ class Decision:
     fingerprint: str = ""
     out_size: Optional[int] = None
     source: str = ""
+    quality: Optional[DecisionQuality] = None
+    accept_weak: bool = True
+    from_run: bool = False
 
     @property
     def scale(self) -> str:
@@ -88,12 +155,33 @@ class Decision:
         return verdict_of(score, self.image_threshold)
 
     def with_image_threshold(self, value: float, source: str) -> "Decision":
+        """The run's scale with an image threshold given by hand (its quality is then the user's
+        choice: not checked)."""
         return Decision(float(value), self.pixel_threshold, self.normalisation, self.method, self.fingerprint,
-                        self.out_size, source)
+                        self.out_size, source, None, True, self.from_run)
+
+    @property
+    def weak_reasons(self) -> list[str]:
+        """Why the run's image threshold is weak (empty: it is not, or it is not the run's)."""
+        if not self.from_run or self.image_threshold is None:
+            return []
+        if self.quality is None:
+            return ["its quality is not recorded (the run was made by an older saa): rerun `saa run` with the same "
+                    "--out to record it (the stored maps are reused)"]
+        return weakness(self.quality)
+
+    def check_quality(self) -> None:
+        """A one-line :class:`SaaError` for a weak decision, unless it was accepted."""
+        reasons = self.weak_reasons
+        if reasons and not self.accept_weak:
+            raise SaaError(f"{self.source}: weak decision: {'; '.join(reasons)}. Its verdicts would not mean "
+                           f"anything: make a labelled run on more (and more varied) images, use another method, "
+                           f"give your own --threshold, or pass {ACCEPT_WEAK_FLAG} to use it anyway")
 
     def check_method(self, method_name: str, fingerprint: str, out_size: int) -> None:
         """A one-line :class:`SaaError` when the maps of ``method_name`` with these settings are not
-        on this decision's scale."""
+        on this decision's scale; then, for a decision of a run, when it is weak and was not
+        accepted (:meth:`check_quality`)."""
         if not self.method:
             return
         if method_name != self.method:
@@ -107,66 +195,55 @@ class Decision:
             raise SaaError(f"{self.source}: the thresholds were made with other settings of method {self.method} "
                            f"(fingerprint {self.fingerprint}, now {fingerprint}): the scores would not be on the "
                            "same scale; use the run's config (its config.yaml) or rerun it with these settings")
+        self.check_quality()
 
 
 def decision_record(thresholds: Mapping[str, Optional[float]], normalisation: Normalisation, method: str,
-                    fingerprint: str, out_size: int) -> dict[str, Any]:
+                    fingerprint: str, out_size: int, quality: Optional[DecisionQuality] = None) -> DecisionRecord:
     """The ``decision`` entry of a category in ``metrics.json``."""
-    return {
-        "image_threshold": thresholds.get("image_threshold"),
-        "pixel_threshold": thresholds.get("pixel_threshold"),
-        "scale": "normalised image score / normalised map (the scale of the metrics: eval-size maps, "
-                 "(A - lo) / (hi - lo) over the category); defect iff value >= threshold",
-        "normalisation": normalisation.to_dict(),
-        "method": method,
-        "fingerprint": fingerprint,
-        "out_size": int(out_size),
-    }
+    return DecisionRecord(
+        image_threshold=thresholds.get("image_threshold"),
+        pixel_threshold=thresholds.get("pixel_threshold"),
+        scale="normalised image score / normalised map (the scale of the metrics: eval-size maps, "
+              "(A - lo) / (hi - lo) over the category); defect iff value >= threshold",
+        normalisation=normalisation.to_record(),
+        method=method,
+        fingerprint=fingerprint,
+        out_size=int(out_size),
+        quality=quality,
+    )
 
 
-def _finite_or_none(value, what: str, where: str) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise SaaError(f"{where}: {what} is {str(value)[:40]!r}, not a number")
-    return float(value)
-
-
-def load_decision(run_dir, category: str, missing_ok: bool = False) -> Optional[Decision]:
-    """The recorded decision of ``category`` in ``run_dir/metrics.json``; a one-line
-    :class:`SaaError` naming the file and the problem otherwise (``missing_ok``: None when the run
-    has no such category)."""
+def load_decision(run_dir, category: str, missing_ok: bool = False, accept_weak: bool = False) -> Optional[Decision]:
+    """The recorded decision of ``category`` in ``run_dir/metrics.json`` (or the ``.json`` file
+    given), read through :class:`saa.results.RunFolder`; a one-line :class:`SaaError` naming the file
+    and the problem otherwise (``missing_ok``: None when the run has no such category).
+    ``accept_weak``: a weak decision is not refused by :meth:`Decision.check_method`."""
     run = Path(run_dir)
-    mpath = run / "metrics.json" if run.is_dir() or not run.suffix == ".json" else run
+    folder = RunFolder(run.parent if run.suffix == ".json" and not run.is_dir() else run)
+    mpath = run if run.suffix == ".json" and not run.is_dir() else folder.metrics_json
     if not mpath.is_file():
+        state = None
+        try:
+            state = folder.read_state()
+        except SaaError:
+            pass
+        if state is not None and state.status == "running":
+            raise SaaError(f"{mpath} not found: the run started in {folder.root} at {state.started} has not finished, "
+                           f"so it has no thresholds yet; finish it: saa run {folder.config_yaml} --out {folder.root}")
         raise SaaError(f"{mpath} not found: --thresholds-from needs the output folder of a labelled `saa run`")
-    try:
-        result = json.loads(mpath.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise SaaError(f"{mpath}: not readable as a metrics file of `saa run` ({type(e).__name__})") from None
-    cats = result.get("categories") if isinstance(result, dict) else None
-    if not isinstance(cats, dict):
-        raise SaaError(f"{mpath}: not a metrics file of `saa run` (no categories)")
+    result = folder.read_metrics(mpath)
+    cats = result.categories
     if category not in cats:
         if missing_ok:
             return None
         raise SaaError(f"{mpath}: no category {category!r} in this run (it has: {', '.join(cats) or 'none'})")
     where = f"{mpath} [{category}]"
-    info = cats[category]
-    rec = info.get(DECISION_KEY) if isinstance(info, dict) else None
+    rec = cats[category].decision
     if rec is None:
-        why = ("the run's test set is unlabelled" if isinstance(result.get("labelled"), bool)
-               and not result["labelled"] else "the run was made before saa recorded thresholds")
+        why = ("the run's test set is unlabelled" if not result.labelled
+               else "the run was made before saa recorded thresholds")
         raise SaaError(f"{where}: no thresholds recorded ({why}); run `saa run` on a labelled set "
                        f"(rerunning with the same --out reuses the stored maps)")
-    if not isinstance(rec, dict):
-        raise SaaError(f"{where}: the `{DECISION_KEY}` entry is not a JSON object")
-    image_t = _finite_or_none(rec.get("image_threshold"), "image_threshold", where)
-    pixel_t = _finite_or_none(rec.get("pixel_threshold"), "pixel_threshold", where)
-    try:
-        norm = Normalisation.from_dict(rec.get("normalisation") or {})
-    except ValueError as e:
-        raise SaaError(f"{where}: {e}") from None
-    out_size = rec.get("out_size")
-    return Decision(image_t, pixel_t, norm, str(rec.get("method") or ""), str(rec.get("fingerprint") or ""),
-                    int(out_size) if isinstance(out_size, int) else None, where)
+    return Decision(rec.image_threshold, rec.pixel_threshold, Normalisation.from_record(rec.normalisation),
+                    rec.method, rec.fingerprint, rec.out_size, where, rec.quality, bool(accept_weak), True)

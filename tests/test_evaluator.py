@@ -1,4 +1,4 @@
-"""Benchmark runs (saa.evaluator, saa.vand, saa run / saa prepare, run_*.py).
+"""Benchmark runs (saa.run, saa.evaluation, saa.results, saa.vand, saa run / saa prepare, run_*.py).
 
 End-to-end tests run the real pipeline with the tiny random-weight models on tiny trees of real
 images (resized small; Grounding DINO still works at 800 px, so each image costs seconds). Each
@@ -18,8 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from saa import evaluator as E
 from saa import vand as V
+from saa.evaluation import (METRIC_KEYS, category_maps_and_scale, eval_size_of, format_table, mean_metrics,
+                            resize_masks, split_dataset_options)
+from saa.results import ImageResult, load_image_result, map_file_name, save_image_result
+from saa.run import evaluate_run
 from saa.config import load_config
 from saa.errors import ConfigError, DatasetError
 from saa.testing import tiny_config_overrides
@@ -170,7 +173,7 @@ class Runs:
             first["_stdout"] = proc.stdout
             before = _mtimes(out)
             cfg = load_config(REPO / "configs" / "mvtec.yaml", self.sets)
-            second = E.evaluate_run(cfg, out, data_root=data, progress=False)
+            second = evaluate_run(cfg, out, data_root=data, progress=False)
             return self._record(kind, out, first, second, before, _mtimes(out))
         if kind == "folder":
             # `saa run` (the CLI) in-process, on the mvtec config turned into a folder dataset
@@ -196,9 +199,9 @@ class Runs:
         }[kind]
         data = make(base / "data")
         cfg = load_config(REPO / "configs" / config, self.sets)
-        first = E.evaluate_run(cfg, out, data_root=data, progress=False, pipeline=self.pipeline(cfg))
+        first = evaluate_run(cfg, out, data_root=data, progress=False, pipeline=self.pipeline(cfg))
         before = _mtimes(out)
-        second = E.evaluate_run(cfg, out, data_root=data, progress=False)  # fresh: loads no model
+        second = evaluate_run(cfg, out, data_root=data, progress=False)  # fresh: loads no model
         return self._record(kind, out, first, second, before, _mtimes(out))
 
 
@@ -223,7 +226,7 @@ def _check_tables(out: Path, cats: dict[str, int], labelled: bool) -> None:
     assert [r["category"] for r in rows] == [*cats, "mean"]
     assert [int(r["images"]) for r in rows] == [*cats.values(), sum(cats.values())]
     for r in rows:
-        for k in E.METRIC_KEYS:
+        for k in METRIC_KEYS:
             v = r[k]
             if v == "n/a":
                 continue
@@ -259,7 +262,7 @@ def test_run_writes_tables_and_resumes(runs, kind):
                 assert z["map"].dtype == np.float32 and z["map"].shape == (400, 400)
                 assert float(z["image_score"]) == pytest.approx(float(z["map"].max()))
             assert json.loads(p.with_name(p.name[:-4] + ".json").read_text())["candidates"] is not None
-        for k in E.METRIC_KEYS:
+        for k in METRIC_KEYS:
             v = info["metrics"][k]
             assert v is None or 0.0 <= v <= 100.0
             if not labelled:
@@ -281,7 +284,7 @@ def test_mvtec_run_script_output(runs):
     assert [s["key"] for s in scores] == ["broken_large/000", "contamination/000", "good/000"]
     assert all(0.0 <= float(s["image_score"]) <= 1.0 for s in scores)
     # every pixel metric is defined with real masks
-    assert all(r["first"]["categories"]["bottle"]["metrics"][k] is not None for k in E.METRIC_KEYS)
+    assert all(r["first"]["categories"]["bottle"]["metrics"][k] is not None for k in METRIC_KEYS)
 
 
 def test_visa_challenge_vand_tree(runs):
@@ -309,47 +312,51 @@ def test_visa_challenge_vand_tree(runs):
 
 def test_image_result_roundtrip_and_corrupt_files(tmp_path):
     m = np.linspace(0, 2, 16 * 16, dtype=np.float32).reshape(16, 16)
-    p = tmp_path / "maps" / E.map_file_name("good/000-a.b")
+    p = tmp_path / "maps" / map_file_name("good/000-a.b")
     assert p.name == "good__000-a.b.npz"
     p.parent.mkdir()
-    E.save_image_result(p, E.ImageResult(m, 2.0, (30, 40)), "fp1", image="x.png", regions={"a": np.float32(1)})
-    r = E.load_image_result(p, 16, "fp1")
+    save_image_result(p, ImageResult(m, 2.0, (30, 40)), "fp1", image="x.png", regions={"a": np.float32(1)})
+    r = load_image_result(p, 16, "fp1")
     assert r is not None and np.array_equal(r.map, m) and r.image_score == 2.0 and r.image_size == (30, 40)
     assert json.loads(p.with_name("good__000-a.b.json").read_text()) == {"a": 1.0}
-    assert E.load_image_result(p, 32, "fp1") is None  # other out_size
-    assert E.load_image_result(p, 16, "fp2") is None  # other settings
+    assert load_image_result(p, 32, "fp1") is None  # other out_size
+    assert load_image_result(p, 16, "fp2") is None  # other settings
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])  # partial file
-    assert E.load_image_result(p, 16, "fp1") is None
+    assert load_image_result(p, 16, "fp1") is None
     p.write_bytes(b"")
-    assert E.load_image_result(p, 16, "fp1") is None
-    assert E.load_image_result(tmp_path / "missing.npz") is None
+    assert load_image_result(p, 16, "fp1") is None
+    assert load_image_result(tmp_path / "missing.npz") is None
 
 
 def test_fingerprint_tracks_what_changes_maps():
     cfg = load_config(REPO / "configs" / "mvtec.yaml")
-    fp = E.config_fingerprint(cfg, "bottle")
-    assert fp == E.config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["models.device=cuda"]), "bottle")
-    assert fp != E.config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["out_size=256"]), "bottle")
-    assert fp != E.config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["preset=paper"]), "bottle")
-    assert fp != E.config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["categories.bottle.k_mask=3"]), "bottle")
-    assert fp != E.config_fingerprint(cfg, "cable")
+    from saa.methods.saa_plus import config_fingerprint  # (was re-exported by saa.evaluator)
+
+    fp = config_fingerprint(cfg, "bottle")
+    assert fp == config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["models.device=cuda"]), "bottle")
+    assert fp != config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["out_size=256"]), "bottle")
+    assert fp != config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["preset=paper"]), "bottle")
+    assert fp != config_fingerprint(load_config(REPO / "configs" / "mvtec.yaml", ["categories.bottle.k_mask=3"]), "bottle")
+    assert fp != config_fingerprint(cfg, "cable")
 
 
-def test_evaluation_maps_joint_normalisation():
+def test_category_maps_joint_normalisation():
+    """category_maps_and_scale (the one entry point left of the old evaluation_maps / category_maps):
+    joint normalisation over the category, constant maps zeroed, bicubic resize first."""
     a = np.array([[0.0, 1.0], [2.0, 4.0]], np.float32)
     b = np.array([[1.0, 1.0], [1.0, 2.0]], np.float32)
-    maps, scores = E.evaluation_maps([a, b], 2)  # no resize: exact
+    maps, scores, _, _ = category_maps_and_scale([a, b], 2)  # no resize: exact
     np.testing.assert_allclose(maps[0], a / 4.0)
     np.testing.assert_allclose(maps[1], b / 4.0)
     np.testing.assert_allclose(scores, [1.0, 0.5])
     # constant maps (max == min): all zeros, no NaN
-    maps, scores = E.evaluation_maps([np.full((3, 3), 0.7, np.float32)] * 2, 3)
+    maps, scores, _, _ = category_maps_and_scale([np.full((3, 3), 0.7, np.float32)] * 2, 3)
     assert not maps.any() and np.array_equal(scores, [0.0, 0.0])
     # resized maps: bicubic first, then normalised: the category stays within [0, 1], max exactly 1
     rng = np.random.default_rng(0)
     raw = [rng.random((8, 8)).astype(np.float32) * 3 for _ in range(3)]
-    maps, scores = E.evaluation_maps(raw, 20)
+    maps, scores, _, _ = category_maps_and_scale(raw, 20)
     assert maps.shape == (3, 20, 20) and maps.dtype == np.float32
     assert maps.min() == 0.0 and maps.max() == 1.0
     np.testing.assert_array_equal(scores, maps.reshape(3, -1).max(1))
@@ -360,26 +367,26 @@ def test_evaluation_maps_joint_normalisation():
 def test_resize_masks_nearest():
     m = np.zeros((4, 4), bool)
     m[:2, :2] = True
-    out = E.resize_masks([m, m.astype(np.uint8) * 255], 8)
+    out = resize_masks([m, m.astype(np.uint8) * 255], 8)
     assert out.dtype == bool and out.shape == (2, 8, 8)
     assert out[0, :4, :4].all() and not out[0, 4:, :].any() and not out[0, :, 4:].any()
     assert np.array_equal(out[0], out[1])
 
 
 def test_mean_and_tables():
-    per = {"a": {k: 50.0 for k in E.METRIC_KEYS}, "b": {k: None for k in E.METRIC_KEYS}}
+    per = {"a": {k: 50.0 for k in METRIC_KEYS}, "b": {k: None for k in METRIC_KEYS}}
     per["b"]["image_auroc"] = 70.0
-    mean = E.mean_metrics(per)
+    mean = mean_metrics(per)
     assert mean["image_auroc"] == 60.0 and mean["pixel_ap"] == 50.0
-    assert E.mean_metrics({"a": {k: None for k in E.METRIC_KEYS}})["aupro"] is None
+    assert mean_metrics({"a": {k: None for k in METRIC_KEYS}})["aupro"] is None
     result = {"categories": {c: {"metrics": v, "counts": {"images": 3}} for c, v in per.items()}, "mean": mean}
-    rows = list(csv.reader(io.StringIO(E.format_table(result, "csv"))))
-    assert rows[0] == ["category", "images", *E.METRIC_KEYS]
+    rows = list(csv.reader(io.StringIO(format_table(result, "csv"))))
+    assert rows[0] == ["category", "images", *METRIC_KEYS]
     assert rows[1][:3] == ["a", "3", "50.00"] and rows[2][2:4] == ["70.00", "n/a"]
     assert rows[3][:4] == ["mean", "6", "60.00", "50.00"]
-    text = E.format_table(result, "text")
+    text = format_table(result, "text")
     assert "n/a" in text and text.splitlines()[-1].startswith("mean")
-    assert E.format_table(result, "md").splitlines()[-1].startswith("| **mean** |")
+    assert format_table(result, "md").splitlines()[-1].startswith("| **mean** |")
 
 
 def test_vand_writer(tmp_path):
@@ -412,12 +419,12 @@ def test_vand_writer(tmp_path):
 
 def test_eval_size_option():
     base = REPO / "configs" / "mvtec.yaml"
-    assert E.eval_size_of(load_config(base)) == 400
-    assert E.eval_size_of(load_config(base, ["dataset.options.eval_size=256"])) == 256
+    assert eval_size_of(load_config(base)) == 400
+    assert eval_size_of(load_config(base, ["dataset.options.eval_size=256"])) == 256
     for bad in ("full", "0", "2.5", "true"):
         with pytest.raises(ConfigError, match="eval_size"):
-            E.eval_size_of(load_config(base, [f"dataset.options.eval_size={bad}"]))
-    assert E.split_dataset_options({"eval_size": 3, "split": "train"}) == ({"split": "train"}, {"eval_size": 3})
+            eval_size_of(load_config(base, [f"dataset.options.eval_size={bad}"]))
+    assert split_dataset_options({"eval_size": 3, "split": "train"}) == ({"split": "train"}, {"eval_size": 3})
 
 
 def test_unknown_categories_are_clear_errors(tmp_path):
@@ -425,9 +432,9 @@ def test_unknown_categories_are_clear_errors(tmp_path):
     _put_image(BOTTLE / "test" / "good" / "000.png", data / "bottle" / "test" / "good" / "000.png")
     cfg = load_config(REPO / "configs" / "mvtec.yaml")
     with pytest.raises(ConfigError, match="bottel.*bottle"):
-        E.evaluate_run(cfg, tmp_path / "out", categories=["bottel"], data_root=data, progress=False)
+        evaluate_run(cfg, tmp_path / "out", categories=["bottel"], data_root=data, progress=False)
     with pytest.raises(DatasetError, match="cable.*present: bottle"):
-        E.evaluate_run(cfg, tmp_path / "out", categories=["cable"], data_root=data, progress=False)
+        evaluate_run(cfg, tmp_path / "out", categories=["cable"], data_root=data, progress=False)
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 

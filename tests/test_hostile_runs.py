@@ -15,7 +15,7 @@ import numpy as np
 
 from saa import results as results_module
 from saa.cli import main
-from saa.evaluation import category_maps
+from saa.evaluation import category_maps_and_scale
 
 from test_evaluator import BOTTLE, _put_image, _put_mask, make_mvtec
 
@@ -96,8 +96,10 @@ def test_identical_images_are_reported_as_constant_not_stretched(tmp_path):
 def test_category_maps_keeps_real_contrast_and_zeroes_noise():
     rng = np.random.default_rng(0)
     noise = [1e-7 * rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3)]
-    maps, scores, note = category_maps(noise, 8)
+    maps, scores, note, norm = category_maps_and_scale(noise, 8)
     assert note and not maps.any() and not scores.any()
+    assert norm.constant  # and the recorded scale says so
     real = [np.zeros((8, 8), np.float32), np.full((8, 8), 0.01, np.float32)]
-    maps, scores, note = category_maps(real, 8)
+    maps, scores, note, norm = category_maps_and_scale(real, 8)
     assert note is None and scores.tolist() == [0.0, 1.0]
+    assert not norm.constant

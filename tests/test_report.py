@@ -11,7 +11,7 @@ import pytest
 
 from saa.cli import main
 from saa.config import load_config
-from saa.evaluator import evaluate_run
+from saa.run import evaluate_run
 from saa.testing import tiny_config_overrides
 
 REPO = Path(__file__).resolve().parents[1]

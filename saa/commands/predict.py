@@ -43,6 +43,9 @@ def register(sub) -> None:
                    help="image threshold by hand: DEFECT when the score >= X. With --thresholds-from it replaces "
                         "the run's image threshold (normalised scale of the run); alone it applies to the raw score "
                         "the method gives (the 'raw score' printed)")
+    p.add_argument("--accept-weak-decision", dest="accept_weak_decision", action="store_true",
+                   help="use the thresholds of --thresholds-from even when the run marked its decision weak (all "
+                        "one verdict, or image AUROC no better than chance or under 60 on its own images)")
     p.add_argument("--save-masks", dest="save_masks", action="store_true",
                    help="also write <stem>_mask.png, the predicted defect pixels (0/255, image size); needs the "
                         "pixel threshold of --thresholds-from")
@@ -114,7 +117,8 @@ def _decision(args, cfg, method):
 
     decision = None
     if args.thresholds_from:
-        decision = load_decision(args.thresholds_from, args.category)
+        decision = load_decision(args.thresholds_from, args.category,
+                                 accept_weak=args.accept_weak_decision or args.threshold is not None)
         decision.check_method(method.name, method.fingerprint(args.category, None), int(cfg.out_size))
     if args.threshold is not None:
         if not np.isfinite(args.threshold):

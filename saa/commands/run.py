@@ -19,7 +19,9 @@ _DESCRIPTION = (
     "compute the SPEC metrics per category. Per-image maps are kept under OUT/<category>/maps/, so "
     "an interrupted run continues where it stopped when started again with the same --out. "
     "Writes OUT/metrics.csv, metrics.md, metrics.json and config.yaml (and, for visa_challenge, "
-    "the VAND 2023 submission tree under OUT/vand/)."
+    "the VAND 2023 submission tree under OUT/vand/). One run writes a folder at a time (OUT/run.lock); "
+    "a rerun with other settings first removes the old metrics files (OUT/run_state.json records whose "
+    "files the folder holds)."
 )
 
 
@@ -74,21 +76,45 @@ def run(args) -> int:
     else:
         print(f"{totals['images']} images ({totals['computed']} computed, {totals['reused']} reused) "
               f"in {result['timings']['total_s']:.1f} s")
-    print(f"results: {out}/metrics.md, metrics.csv, metrics.json, config.yaml; per-image maps in {out}/<category>/maps/")
-    from ..verdict import DECISION_KEY
+    from ..results import RunFolder
 
-    decided = [(c, r[DECISION_KEY], r.get("verdicts") or {}) for c, r in result.get("categories", {}).items()
-               if isinstance(r, dict) and r.get(DECISION_KEY)]
-    for cat, d, v in decided:
-        print(f"decision {cat}: DEFECT when the normalised image score >= {d['image_threshold']:.4f} "
-              f"(F1-optimal; pixel threshold {d['pixel_threshold']:.4f}): "
-              f"{v.get('OK', 0)} OK, {v.get('DEFECT', 0)} DEFECT; verdicts in {out}/{cat}/scores.csv")
-    if decided:
-        print(f"apply them to new images: saa predict --config {out}/config.yaml --category "
-              f"{decided[0][0]} --thresholds-from {out} --out DIR IMAGES_OR_FOLDER")
+    folder = RunFolder(out)
+    print(f"results: {folder.metrics_md}, metrics.csv, metrics.json, config.yaml; per-image maps in "
+          f"{out}/<category>/maps/")
+    for line in decision_lines(result, folder):
+        print(line)
     if result.get("vand"):
         print(f"VAND submission tree: {result['vand']['root']}/{result['vand']['experiment']}/0shot/0/")
     return 0
+
+
+def decision_lines(result: dict, folder) -> list[str]:
+    """What the console says about each category's decision (thresholds, verdicts, quality)."""
+    from ..verdict import DECISION_KEY
+
+    lines, first = [], None
+    for cat, info in result.get("categories", {}).items():
+        d = info.get(DECISION_KEY) if isinstance(info, dict) else None
+        if not d:
+            continue
+        scores = folder.category(cat).scores_csv
+        if d.get("image_threshold") is None:
+            lines.append(f"decision {cat}: no image threshold (the category has no anomalous image): no verdicts; "
+                         f"scores in {scores}")
+            continue
+        first = first or cat
+        v = info.get("verdicts") or {}
+        pixel = ("no pixel threshold: no ground-truth masks" if d.get("pixel_threshold") is None
+                 else f"pixel threshold {d['pixel_threshold']:.4f}")
+        q = d.get("quality") or {}
+        weak = " — WEAK, see the warning above" if q.get("weak") else ""
+        lines.append(f"decision {cat}: DEFECT when the normalised image score >= {d['image_threshold']:.4f} "
+                     f"(F1-optimal; {pixel}): {v.get('OK', 0)} OK, {v.get('DEFECT', 0)} DEFECT{weak}; "
+                     f"verdicts in {scores}")
+    if first:
+        lines.append(f"apply them to new images: saa predict --config {folder.config_yaml} --category "
+                     f"{first} --thresholds-from {folder.root} --out DIR IMAGES_OR_FOLDER")
+    return lines
 
 
 def main_for(config_path: str | Path, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:

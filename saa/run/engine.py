@@ -18,7 +18,7 @@ import numpy as np
 from ..datasets import AnomalyDataset, Sample
 from ..errors import SaaError
 from ..image_io import prefetch, read_rgb
-from ..results import CategoryStore, ImageResult, ResultStore, source_token
+from ..results import CategoryStore, ImageResult, RunFolder, source_token
 from ..saliency.bank import FeatureStore
 
 __all__ = ["CategoryRun", "run_category", "distributed_context", "reference_ids"]
@@ -39,6 +39,7 @@ class CategoryRun:
     reused: int = 0
     features_computed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    fingerprint: str = ""  # of the category's stored maps (settings, and the image set for references)
 
 
 def reference_ids(samples: list[Sample], sources: Optional[list[str]] = None) -> list[str]:
@@ -68,7 +69,7 @@ def distributed_context():
 class _Category:
     """One category of one run: its samples, store, fingerprint and the stored-result test."""
 
-    def __init__(self, method, dataset: AnomalyDataset, category: str, store: ResultStore, resume: bool):
+    def __init__(self, method, dataset: AnomalyDataset, category: str, store: RunFolder, resume: bool):
         self.method, self.name, self.resume = method, category, resume
         self.store: CategoryStore = store.category(category)
         self.samples = dataset.samples(category)
@@ -112,7 +113,7 @@ class _Category:
         return res
 
 
-def run_category(method, dataset: AnomalyDataset, category: str, store: ResultStore, *, rank: int = 0,
+def run_category(method, dataset: AnomalyDataset, category: str, store: RunFolder, *, rank: int = 0,
                  world: int = 1, resume: bool = True, progress: bool = True,
                  barrier: Optional[Callable[[], None]] = None, collect: bool = True) -> CategoryRun:
     """Every ``world``-th image of ``category`` from ``rank`` on: the stored result, or predicted
@@ -126,7 +127,7 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: ResultSt
     cat = _Category(method, dataset, category, store, resume)
     barrier = barrier or (lambda: None)
     mine = list(range(rank, len(cat.samples), world))
-    run = CategoryRun(category, cat.samples, mine, [])
+    run = CategoryRun(category, cat.samples, mine, [], fingerprint=cat.fingerprint)
     t_start = time.perf_counter()
     tag = "" if world == 1 else f" [rank {rank}/{world}]"
 

@@ -1,12 +1,18 @@
 """A whole benchmark run: every category through :func:`saa.run.engine.run_category`, then the
-SPEC §5 metrics (:mod:`saa.evaluation`), the tables, ``metrics.json``, ``config.yaml`` and the
-report. What ``saa run`` and the ``run_*.py`` scripts call (:func:`evaluate_run`).
+SPEC §5 metrics (:mod:`saa.evaluation`), the decisions and their quality (:mod:`saa.verdict`), the
+tables, ``metrics.json`` (a typed :class:`saa.records.RunResult`), ``config.yaml`` and the report.
+What ``saa run`` and the ``run_*.py`` scripts call (:func:`evaluate_run`).
+
+Every file goes through :class:`saa.results.RunFolder` (the layout is its business). A run takes the
+folder's lock first (one writer at a time; under torchrun rank 0 takes it for all processes), then
+:meth:`~saa.results.RunFolder.begin` marks the folder ``running`` with the run's settings (removing
+the metrics of a run with other settings), and the state becomes ``complete`` once the metrics
+files are written.
 """
 from __future__ import annotations
 
-import csv
+import hashlib
 import inspect
-import io
 import json
 import logging
 import os
@@ -20,14 +26,17 @@ import numpy as np
 
 from ..config import SaaConfig, config_from_dict, load_config
 from ..datasets import AnomalyDataset, build_dataset
-from ..errors import ConfigError, DatasetError
-from ..evaluation import (METRIC_KEYS, category_evaluation, category_maps_and_scale, eval_size_of, format_table,
-                          mean_metrics, resize_masks, split_dataset_options, vand_experiment_of)
-from ..image_io import atomic_save_png, atomic_write_text
+from ..errors import ConfigError, DatasetError, SaaError
+from ..evaluation import (METRIC_KEYS, category_evaluation, category_maps_and_scale, describe_unavailable,
+                          eval_size_of, format_table, mean_metrics, resize_masks, split_dataset_options,
+                          unavailable_metrics, vand_experiment_of)
+from ..image_io import atomic_save_png
 from ..methods import Method, build_method, get_method
-from ..naming import plain_name, stored_stem
-from ..results import ResultStore
-from ..verdict import DECISION_KEY, decision_record, mask_png, predicted_mask, verdict_of
+from ..naming import plain_name
+from ..records import CategoryEntry, DecisionRecord, RunResult
+from ..results import RunFolder
+from ..verdict import (ACCEPT_WEAK_FLAG, decision_quality, decision_record, mask_png, predicted_mask,
+                       quality_line, verdict_of)
 from .engine import distributed_context, run_category
 
 __all__ = ["CategoryResult", "evaluate_category", "evaluate_run", "make_method", "run_title"]
@@ -50,24 +59,24 @@ class CategoryResult:
     vand_dir: Optional[str] = None
     features_computed: Optional[int] = None  # pass-1 features computed (methods with references)
     notes: list[str] = field(default_factory=list)
-    decision: Optional[dict[str, Any]] = None  # thresholds + normalisation (labelled categories)
+    decision: Optional[DecisionRecord] = None  # thresholds + normalisation + quality (labelled categories)
     verdicts: Optional[dict[str, int]] = None  # {"OK": n, "DEFECT": m} at the image threshold
     masks_dir: Optional[str] = None  # where the predicted masks were written (--save-masks)
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be computed
+    map_fingerprint: Optional[str] = None  # the fingerprint of the category's stored maps
+    warnings: list[str] = field(default_factory=list)  # weak decision, metrics not computed
+
+    def to_entry(self) -> CategoryEntry:
+        """The category's typed entry of ``metrics.json``."""
+        return CategoryEntry(
+            metrics=self.metrics, counts=self.counts, computed=self.computed, reused=self.reused,
+            features_computed=self.features_computed, notes=self.notes,
+            seconds={k: round(v, 3) for k, v in self.seconds.items()}, vand_dir=self.vand_dir,
+            decision=self.decision, verdicts=self.verdicts, masks_dir=self.masks_dir, unavailable=self.unavailable,
+            map_fingerprint=self.map_fingerprint)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metrics": self.metrics,
-            "counts": self.counts,
-            "computed": self.computed,
-            "reused": self.reused,
-            **({"features_computed": self.features_computed} if self.features_computed is not None else {}),
-            **({"notes": self.notes} if self.notes else {}),
-            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-            **({"vand_dir": self.vand_dir} if self.vand_dir else {}),
-            **({DECISION_KEY: self.decision} if self.decision is not None else {}),
-            **({"verdicts": self.verdicts} if self.verdicts is not None else {}),
-            **({"masks_dir": self.masks_dir} if self.masks_dir else {}),
-        }
+        return self.to_entry().model_dump(mode="json")
 
 
 def make_method(config: SaaConfig, pipeline=None) -> Method:
@@ -84,18 +93,28 @@ def run_title(method: Method, kind: str, root: str, eval_size: int) -> str:
     return f"{method.label} on {kind} ({root}), eval size {eval_size}"
 
 
-def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, out_dir: Union[str, os.PathLike],
-                      eval_size: int = 400, resume: bool = True, progress: bool = True,
-                      vand_root: Optional[Union[str, os.PathLike]] = None,
+def _weak_warning(category: str, decision: DecisionRecord) -> Optional[str]:
+    q = decision.quality
+    if q is None or not q.weak or decision.image_threshold is None:
+        return None
+    return (f"{category}: WEAK DECISION at image threshold {decision.image_threshold:.4f} ({quality_line(q)}): "
+            f"{'; '.join(q.reasons)}. `saa predict --thresholds-from` refuses it unless {ACCEPT_WEAK_FLAG}")
+
+
+def evaluate_category(method: Method, dataset: AnomalyDataset, category: str,
+                      out_dir: Union[str, os.PathLike, RunFolder], eval_size: int = 400, resume: bool = True,
+                      progress: bool = True, vand_root: Optional[Union[str, os.PathLike]] = None,
                       vand_experiment: Optional[str] = None, save_masks: bool = False) -> CategoryResult:
     """Run (or reuse) every image of ``category`` with ``method``, then normalise and compute its
-    metrics and F1-optimal thresholds (labelled categories, :mod:`saa.verdict`); write
-    ``<category>/scores.csv`` with each image's verdict (and the VAND tree under ``vand_root``).
-    ``save_masks``: also write each image's predicted defect mask (PNG 0/255, image size) as
-    ``<category>/masks/<stored stem>.png`` (needs the pixel threshold: a labelled set with masks)."""
-    store = ResultStore(out_dir)
+    metrics and F1-optimal thresholds with their quality (labelled categories, :mod:`saa.verdict`);
+    write ``<category>/scores.csv`` with each image's verdict (and the VAND tree under ``vand_root``).
+    Metrics that cannot be computed (no masks, no anomalous image, ...) are None, with the reason in
+    ``unavailable`` and the notes. ``save_masks``: also write each image's predicted defect mask (PNG
+    0/255, image size) as ``<category>/masks/<stored stem>.png`` (needs the pixel threshold: a
+    labelled set with masks)."""
+    folder = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
     t_start = time.perf_counter()
-    run = run_category(method, dataset, category, store, resume=resume, progress=progress)
+    run = run_category(method, dataset, category, folder, resume=resume, progress=progress)
     samples = run.samples
     raw = [r.map for r in run.results]
     sizes = [r.image_size for r in run.results]
@@ -116,29 +135,39 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
         "unlabelled": sum(lab is None for lab in labels),
     }
     decision = None
+    unavailable: dict[str, str] = {}
+    warnings: list[str] = []
     thresholds = {"image_threshold": None, "pixel_threshold": None}
     if labelled:
-        masks = None
+        masks, defect_pixels = None, None
         if dataset.has_masks:
             masks = resize_masks([dataset.load_mask(s, hw) for s, hw in zip(samples, sizes)], eval_size)
+            defect_pixels = bool(masks.any())
         metrics, thresholds = category_evaluation(labels, scores, masks, norm_maps)
         del masks
+        reasons = unavailable_metrics(counts["normal"], counts["anomalous"], dataset.has_masks, defect_pixels)
+        unavailable = {k: reasons.get(k, "undefined on this category's images") for k in METRIC_KEYS
+                       if metrics.get(k) is None}
+        quality = decision_quality(labels, scores, thresholds["image_threshold"], metrics.get("image_auroc"))
         decision = decision_record(thresholds, normalisation, method.name, method.fingerprint(category, None),
-                                   int(method.config.out_size))
+                                   int(method.config.out_size), quality)
+        for line in describe_unavailable(category, unavailable):
+            notes.append(line)
+            warnings.append(line)
+        weak = _weak_warning(category, decision)
+        if weak:
+            notes.append(weak)
+            warnings.append(weak)
     else:
         metrics = {k: None for k in METRIC_KEYS}
     t_metrics = time.perf_counter() - t0
 
     image_t = thresholds["image_threshold"]
     verdicts = [verdict_of(n, image_t) for n in scores]
+    cstore = folder.category(category)
     # image_score with repr precision: the verdict (score >= threshold) can be re-checked from the file
-    rows = [("key", "label", "raw_score", "image_score", "verdict")]
-    rows += [(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", repr(float(n)), v or "")
-             for s, r, n, v in zip(samples, raw_scores, scores, verdicts)]
-    cstore = store.category(category)
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    atomic_write_text(cstore.scores_csv, buf.getvalue())
+    cstore.write_scores([(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", repr(float(n)), v or "")
+                         for s, r, n, v in zip(samples, raw_scores, scores, verdicts)])
 
     masks_dir = None
     if save_masks:
@@ -148,12 +177,10 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
             log.warning(msg)
             notes.append(msg)
         else:
-            folder = store.path(category, "masks")
-            folder.mkdir(parents=True, exist_ok=True)
+            cstore.masks_dir.mkdir(parents=True, exist_ok=True)
             for s, m, hw in zip(samples, norm_maps, sizes):
-                target = store.path(category, "masks", stored_stem(s.key) + ".png")
-                atomic_save_png(target, mask_png(predicted_mask(m, thresholds["pixel_threshold"], hw)))
-            masks_dir = str(folder)
+                atomic_save_png(cstore.mask_path(s.key), mask_png(predicted_mask(m, thresholds["pixel_threshold"], hw)))
+            masks_dir = str(cstore.masks_dir)
 
     vand_dir = None
     if vand_root is not None:
@@ -168,7 +195,7 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str, ou
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
                           metrics, counts, run.computed, run.reused, seconds, vand_dir,
                           run.features_computed if method.needs_references else None, notes, decision, counted,
-                          masks_dir)
+                          masks_dir, unavailable, run.fingerprint or None, warnings)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
@@ -221,7 +248,7 @@ def _all_reduce_sum(values: list[int]) -> list[int]:
 
 @dataclass
 class _Run:
-    """What :func:`evaluate_run` works with, resolved once."""
+    """What :func:`evaluate_run` works with, resolved once (nothing written yet)."""
 
     config: SaaConfig
     config_file: Optional[str]
@@ -229,10 +256,16 @@ class _Run:
     dataset: AnomalyDataset
     ds_options: dict
     categories: list[str]
-    out: Path
+    folder: RunFolder
     eval_size: int
+    settings_fingerprint: str = ""
+    config_text: str = ""
     vand_root: Optional[Path] = None
     vand_experiment: Optional[str] = None
+
+    @property
+    def out(self) -> Path:
+        return self.folder.root
 
 
 def _needs_computing(run: _Run, resume: bool) -> bool:
@@ -240,18 +273,29 @@ def _needs_computing(run: _Run, resume: bool) -> bool:
     Only checks that the files exist: a stored result of other settings is found stale later."""
     if not resume:
         return True
-    store = ResultStore(run.out)
     for cat in run.categories:
-        cs = store.category(cat)
+        cs = run.folder.category(cat)
         for s in run.dataset.samples(cat):
             if not (cs.result_path(s.key).is_file() and cs.sidecar_path(s.key).is_file()):
                 return True
     return False
 
 
+def settings_fingerprint(method: Method, categories: Iterable[str], eval_size: int, kind: str, root: str,
+                         ds_options: dict) -> str:
+    """What the files of a run folder depend on: the method and its settings per category (without
+    the image set), the categories, the eval size and the dataset. A run with another one starts
+    by removing the folder's old metrics (:meth:`saa.results.RunFolder.begin`)."""
+    data = {"method": method.name, "fingerprints": {c: method.fingerprint(c, None) for c in categories},
+            "eval_size": int(eval_size), "dataset": {"kind": kind, "root": str(root), "options": ds_options}}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume: bool = True) -> _Run:
-    """The run's config (with the command line's overrides), method, dataset and categories; the
-    output folder with ``config.yaml`` (its Reproduce line reruns exactly this run)."""
+    """The run's config (with the command line's overrides), method, dataset, categories, settings
+    fingerprint and the text of its ``config.yaml`` (whose Reproduce line reruns exactly this run).
+    Writes nothing: the folder is written under its lock (:func:`evaluate_run`)."""
     config_file = None
     if not isinstance(config, SaaConfig):
         config_file = str(config)
@@ -273,19 +317,20 @@ def _prepare(config, out_dir, categories, data_root, device, method, pipeline, r
     eval_size = eval_size_of(config)
     ds_options, _ = split_dataset_options(config.dataset.options)
     ds = build_dataset(kind, root, **ds_options)
-    run = _Run(config, config_file, meth, ds, ds_options, _select_categories(config, ds, categories), Path(out_dir),
+    folder = RunFolder(out_dir)
+    run = _Run(config, config_file, meth, ds, ds_options, _select_categories(config, ds, categories), folder,
                eval_size)
     if pipeline is None and meth.required_files() and _needs_computing(run, resume):
         from ..samples import require_model_files
 
         require_model_files(meth)  # every missing model file at once, before any model loads
-    run.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.out / "config.yaml", meth.resolved_config().to_yaml(
+    run.settings_fingerprint = settings_fingerprint(meth, run.categories, eval_size, kind, root, ds_options)
+    run.config_text = meth.resolved_config().to_yaml(
         comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
                 f"method {meth.name}: {meth.label}.\n"
-                f"Reproduce: saa run {run.out / 'config.yaml'} --out {run.out}"))
+                f"Reproduce: saa run {folder.config_yaml} --out {folder.root}")
     if kind == "visa_challenge":
-        run.vand_root, run.vand_experiment = run.out / "vand", vand_experiment_of(config)
+        run.vand_root, run.vand_experiment = folder.vand_root, vand_experiment_of(config)
     return run
 
 
@@ -297,69 +342,99 @@ def _compute_shard(run: _Run, rank: int, world: int, local: int, resume: bool, p
     device = str(run.config.models.device)
     if device.startswith("cuda") and ":" not in device:
         method = make_method(_with_overrides(run.config, [f"models.device=cuda:{local}"]))
-    store = ResultStore(run.out)
-    computed = sum(run_category(method, run.dataset, cat, store, rank=rank, world=world, resume=resume,
+    computed = sum(run_category(method, run.dataset, cat, run.folder, rank=rank, world=world, resume=resume,
                                 progress=progress, barrier=dist.barrier, collect=False).computed
                    for cat in run.categories)
     log.info("rank %d/%d computed %d images", rank, world, computed)
     return computed, _all_reduce_sum([computed])[0]
 
 
-def _result_dict(run: _Run, results: dict[str, CategoryResult], world: int, shard_computed: Optional[int],
-                 t_start: float) -> dict[str, Any]:
-    """The content of ``metrics.json``."""
+def _result(run: _Run, results: dict[str, CategoryResult], world: int, shard_computed: Optional[int],
+            t_start: float) -> RunResult:
+    """The content of ``metrics.json``, typed."""
     desc = run.method.describe()
     ds = run.config.dataset
-    return {
-        "dataset": {"kind": ds.kind, "root": str(ds.root), "options": run.ds_options},
-        "config_file": run.config_file,
-        "method": run.method.name,
-        "method_label": run.method.label,
-        "method_summary": desc.get("summary", run.method.label),
-        "method_settings": desc.get("settings", {}),
-        "preset": desc.get("preset"),
-        "world_size": world,
-        "device": run.config.models.device,
-        "out_size": int(run.config.out_size),
-        "eval_size": run.eval_size,
-        "unit": "percent",
-        "metric_keys": list(METRIC_KEYS),
-        "labelled": all(r.counts["unlabelled"] == 0 for r in results.values()),
-        "categories": {c: r.to_dict() for c, r in results.items()},
-        "mean": mean_metrics({c: r.metrics for c, r in results.items()}),
-        "totals": {
+    return RunResult(
+        dataset={"kind": ds.kind, "root": str(ds.root), "options": run.ds_options},
+        config_file=run.config_file,
+        method=run.method.name,
+        method_label=run.method.label,
+        method_summary=desc.get("summary", run.method.label),
+        method_settings=desc.get("settings", {}),
+        preset=desc.get("preset"),
+        world_size=world,
+        device=str(run.config.models.device),
+        out_size=int(run.config.out_size),
+        eval_size=run.eval_size,
+        unit="percent",
+        metric_keys=list(METRIC_KEYS),
+        labelled=all(r.counts["unlabelled"] == 0 for r in results.values()),
+        categories={c: r.to_entry() for c, r in results.items()},
+        mean=mean_metrics({c: r.metrics for c, r in results.items()}),
+        totals={
             "images": sum(r.counts["images"] for r in results.values()),
             "computed": sum(r.computed for r in results.values()),
             "reused": sum(r.reused for r in results.values()),
-            **({"computed_by_all_processes": shard_computed} if shard_computed is not None else {}),
+            "computed_by_all_processes": shard_computed,
         },
-        "vand": ({"root": str(run.vand_root), "experiment": run.vand_experiment}
-                 if run.vand_root is not None else None),
-        "timings": {"total_s": round(time.perf_counter() - t_start, 3),
-                    "predict_s": round(sum(r.seconds["predict"] for r in results.values()), 3)},
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        vand=({"root": str(run.vand_root), "experiment": run.vand_experiment} if run.vand_root is not None else None),
+        timings={"total_s": round(time.perf_counter() - t_start, 3),
+                 "predict_s": round(sum(r.seconds["predict"] for r in results.values()), 3)},
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        settings_fingerprint=run.settings_fingerprint,
+        config_sha256=hashlib.sha256(run.config_text.encode("utf-8")).hexdigest(),
+        warnings=[w for r in results.values() for w in r.warnings],
+    )
 
 
-def _write_outputs(run: _Run, result: dict[str, Any], print_table: bool) -> None:
+def _write_outputs(run: _Run, result: RunResult, print_table: bool) -> None:
     """``metrics.json`` / ``.csv`` / ``.md``, ``report.html`` and the console table."""
-    out = run.out
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "metrics.csv", format_table(result, "csv"))
-    title = run_title(run.method, result["dataset"]["kind"], result["dataset"]["root"], run.eval_size)
-    labelled = result["labelled"]
+    data = result.to_json()
+    title = run_title(run.method, result.dataset.kind, result.dataset.root, run.eval_size)
+    labelled = result.labelled
     note = "" if labelled else "\nUnlabelled test set: no metrics (n/a).\n"
-    atomic_write_text(out / "metrics.md", f"# {title}\n\n{result['method_summary']}\n\nValues in percent.\n{note}\n"
-                      + format_table(result, "md"))
+    warn = ""
+    if result.warnings:
+        warn = "\n## Warnings\n\n" + "".join(f"- {w}\n" for w in result.warnings)
+    run.folder.write_metrics(result, format_table(data, "csv"),
+                             f"# {title}\n\n{result.method_summary}\n\nValues in percent.\n{note}\n"
+                             + format_table(data, "md") + warn)
     try:  # the HTML report is a convenience: a failure there never costs the results above
         from ..report import write_report
 
-        write_report(out)
+        write_report(run.out, in_run=True)
     except Exception as e:
-        log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, out)
+        log.warning("report.html not written (%s); the metrics files are complete. Retry: saa report %s", e, run.out)
     if print_table:
         print(title + " — values in percent" + (" (unlabelled set: no metrics)" if not labelled else ""))
-        print(format_table(result, "text"), end="")
+        print(format_table(data, "text"), end="")
+    for w in result.warnings:
+        if print_table:
+            print(f"warning: {w}")
+        else:
+            log.warning(w)
+
+
+def _take_folder(run: _Run, rank: int, world: int):
+    """The run folder's lock (rank 0 takes it for every process of a torchrun); every process raises
+    the same one-line error when it is held by another run."""
+    lock, error = None, None
+    if rank == 0:
+        lock = run.folder.lock()
+        try:
+            note = lock.acquire()
+        except SaaError as e:
+            error, lock = e, None
+        else:
+            if note:
+                log.warning(note)
+    if world > 1:
+        failed = _all_reduce_sum([1 if error is not None else 0])[0]
+        if failed and error is None:
+            error = SaaError(f"{run.out}: rank 0 could not take the run folder (see its message); stopping")
+    if error is not None:
+        raise error
+    return lock
 
 
 def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str, os.PathLike],
@@ -367,39 +442,49 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
                  device: Optional[str] = None, resume: bool = True, progress: bool = True,
                  pipeline=None, print_table: bool = True, method: Optional[str] = None,
                  save_masks: bool = False) -> dict[str, Any]:
-    """Evaluate a config on its dataset; write the run files in ``out_dir`` (the layout: :mod:`saa.results`).
+    """Evaluate a config on its dataset; write the run files in ``out_dir`` (layout:
+    :class:`saa.results.RunFolder`).
 
     ``data_root`` replaces ``dataset.root``, ``device`` ``models.device`` and ``method`` the
     config's ``method`` (all recorded in the written ``config.yaml``, so its Reproduce line runs
     the same). ``categories``: a subset (default: every category present under the root).
     ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
     whose models are reused by the ``saa`` method. ``save_masks``: write the predicted defect masks
-    (see :func:`evaluate_category`).
+    (see :func:`evaluate_category`). Another run writing ``out_dir`` is a one-line error naming it.
 
     Returns the content of ``metrics.json``.
     """
     t_start = time.perf_counter()
     run = _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume)
     rank, world, local = distributed_context()
-    shard_computed: Optional[int] = None
-    if world > 1:
-        # every process computes its share of each category; rank 0 then evaluates (reusing all)
-        import torch.distributed as dist
+    lock = _take_folder(run, rank, world)
+    try:
+        if rank == 0:
+            for n in run.folder.begin(run.settings_fingerprint, run.config_text, lock.command):
+                log.warning(n)
+        shard_computed: Optional[int] = None
+        if world > 1:
+            # every process computes its share of each category; rank 0 then evaluates (reusing all)
+            import torch.distributed as dist
 
-        computed, shard_computed = _compute_shard(run, rank, world, local, resume, progress)
-        dist.barrier()
-        if rank != 0:
-            dist.barrier()  # wait for rank 0's evaluation, so every process ends together
-            return {"rank": rank, "world_size": world, "computed": computed}
-        resume = True  # the maps the shards have just computed are this run's
-    results = {cat: evaluate_category(run.method, run.dataset, cat, run.out, eval_size=run.eval_size, resume=resume,
-                                      progress=progress, vand_root=run.vand_root,
-                                      vand_experiment=run.vand_experiment, save_masks=save_masks)
-               for cat in run.categories}
-    result = _result_dict(run, results, world, shard_computed, t_start)
-    _write_outputs(run, result, print_table)
-    if world > 1:
-        import torch.distributed as dist
+            computed, shard_computed = _compute_shard(run, rank, world, local, resume, progress)
+            dist.barrier()
+            if rank != 0:
+                dist.barrier()  # wait for rank 0's evaluation, so every process ends together
+                return {"rank": rank, "world_size": world, "computed": computed}
+            resume = True  # the maps the shards have just computed are this run's
+        results = {cat: evaluate_category(run.method, run.dataset, cat, run.folder, eval_size=run.eval_size,
+                                          resume=resume, progress=progress, vand_root=run.vand_root,
+                                          vand_experiment=run.vand_experiment, save_masks=save_masks)
+                   for cat in run.categories}
+        result = _result(run, results, world, shard_computed, t_start)
+        _write_outputs(run, result, print_table)
+        run.folder.complete()
+        if world > 1:
+            import torch.distributed as dist
 
-        dist.barrier()
-    return result
+            dist.barrier()
+        return result.to_json()
+    finally:
+        if lock is not None:
+            lock.release()
