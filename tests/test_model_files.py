@@ -298,6 +298,7 @@ def tiny_hf(tiny_models):
     ({"decoder_layers": 100_000}, "decoder_layers = 100000 is not an integer from 1 to 64"),
     ({"backbone_config": {"window_size": 1000}}, "window_size = 1000 is not an integer from 1 to 32"),
     ({"backbone_config": {"depths": [64] * 9}}, "backbone_config.depths is not a list of 1 to 8 integers"),
+    ({"backbone_config": {"mlp_ratio": 1e6}}, "backbone_config.mlp_ratio = 1000000.0 is not a number"),
     ({"backbone_config": {"embed_dim": 4096, "depths": [64] * 4, "num_heads": [64] * 4}},
      "describes a model of at least"),
     ({"text_config": {"num_hidden_layers": 100_000}}, "num_hidden_layers = 100000 is not an integer"),
@@ -305,6 +306,15 @@ def tiny_hf(tiny_models):
 def test_transformers_folder_config_is_bounded(tiny_hf, tmp_path, change, what):
     from saa.models.hf_grounding import HFGroundingDetector
 
+    dst = hf_folder_with(tiny_hf, tmp_path, change)
+    with pytest.raises(CheckpointError) as e:
+        HFGroundingDetector(None, dst, None)
+    msg = one_line(str(e.value))
+    assert str(dst / "config.json") in msg and what in msg, msg
+
+
+def hf_folder_with(tiny_hf, tmp_path, change: dict) -> Path:
+    """The tiny transformers Grounding DINO folder with its config.json changed (files linked)."""
     src = Path(tiny_hf.grounding)
     dst = tmp_path / "folder"
     dst.mkdir()
@@ -318,10 +328,18 @@ def test_transformers_folder_config_is_bounded(tiny_hf, tmp_path, change, what):
         else:
             cfg[k] = v
     (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_transformers_folder_whose_weights_lack_tensors_is_refused(tiny_hf, tmp_path):
+    """transformers would fill the second decoder layer with random values (and only log it)."""
+    from saa.models.hf_grounding import HFGroundingDetector
+
+    dst = hf_folder_with(tiny_hf, tmp_path, {"decoder_layers": 2})
     with pytest.raises(CheckpointError) as e:
         HFGroundingDetector(None, dst, None)
     msg = one_line(str(e.value))
-    assert str(dst / "config.json") in msg and what in msg, msg
+    assert f"folder {dst}: its weights do not match its config.json" in msg and "tensors missing (e.g. " in msg, msg
 
 
 # ================================================================ the safe loader's message

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import check_small_files, check_text_encoder, load_state_dict, require_dir
+from .checkpoints import (BERT_INTS, bert_parameters, check_ints, check_model_size, check_small_files,
+                          check_text_encoder, load_state_dict, read_json_file, require_dir)
 from .grounding import (CONFIG_INTS, IMAGENET_MEAN, IMAGENET_STD, DetectorOutput, TokenCache, check_config_fits,
                         check_config_values, config_parameters, normalize_caption, read_config_py)
 
@@ -77,9 +78,9 @@ SWIN_STAGES = 8  # at most this many stages, each of at most 64 blocks and 1024 
 
 
 def _check_swin(b: dict, where: str) -> int:
-    """Ranges of a Swin ``backbone_config``; returns a lower bound of its parameters."""
-    from .checkpoints import check_ints
-
+    """Ranges of a Swin ``backbone_config``; returns a lower bound of its parameters (the query,
+    key, value and output projections and the MLP of every block, each stage twice as wide as the
+    last; the absolute position embeddings when used)."""
     check_ints(b, SWIN_INTS, where)
     depths, heads = b.get("depths", [2, 2, 6, 2]), b.get("num_heads", [3, 6, 12, 24])
     for key, seq, hi in (("depths", depths, 64), ("num_heads", heads, 1024)):
@@ -87,26 +88,33 @@ def _check_swin(b: dict, where: str) -> int:
                 any(type(x) is not int or not 1 <= x <= hi for x in seq):
             raise CheckpointError(f"{where}: backbone_config.{key} is not a list of 1 to {SWIN_STAGES} integers "
                                   f"from 1 to {hi}")
+    ratio = b.get("mlp_ratio", 4.0)
+    if type(ratio) not in (int, float) or not 0 < ratio <= 64:
+        raise CheckpointError(f"{where}: backbone_config.mlp_ratio = {ratio!r:.40} is not a number above 0 and at most 64")
     dim = b.get("embed_dim", 96)
-    return sum(n * 4 * (dim * 2 ** i) ** 2 for i, n in enumerate(depths))
+    n = sum(int(k * (4 + 2 * ratio) * (dim * 2 ** i) ** 2) for i, k in enumerate(depths))
+    if b.get("use_absolute_embeddings"):
+        n += (b.get("image_size", 224) // b.get("patch_size", 4)) ** 2 * dim
+    return n
 
 
 def check_folder_config(folder: Path) -> None:
     """A transformers Grounding DINO folder whose ``config.json`` can be built with bounded work:
     a JSON object of at most 1 MiB whose sizes (detector, Swin backbone, BERT text config) are in
     range and whose parameters fit in the folder's weight files."""
-    from .checkpoints import (BERT_INTS, bert_parameters, check_ints, check_model_size, check_small_files,
-                              read_json_file)
-
     check_small_files(folder, "transformers Grounding DINO folder file")
     path = folder / "config.json"
     cfg = read_json_file(path, "transformers Grounding DINO folder file config.json")
     check_ints(cfg, HF_DINO_INTS, str(path))
-    values = {"hidden_dim": cfg.get("d_model", 256), "dim_feedforward": cfg.get("encoder_ffn_dim", 2048),
-              "nheads": cfg.get("encoder_attention_heads", 8), "num_feature_levels": cfg.get("num_feature_levels", 4),
-              "enc_layers": cfg.get("encoder_layers", 6), "dec_layers": cfg.get("decoder_layers", 6),
-              "enc_n_points": cfg.get("encoder_n_points", 4), "dec_n_points": cfg.get("decoder_n_points", 4),
-              "num_queries": cfg.get("num_queries", 900), "embed_init_tgt": cfg.get("embedding_init_target", True)}
+    g = cfg.get
+    # config_parameters takes one width and one head count for both stacks: the smaller (a lower bound)
+    values = {"hidden_dim": g("d_model", 256),
+              "dim_feedforward": min(g("encoder_ffn_dim", 2048), g("decoder_ffn_dim", 2048)),
+              "nheads": min(g("encoder_attention_heads", 8), g("decoder_attention_heads", 8)),
+              "num_feature_levels": g("num_feature_levels", 4),
+              "enc_layers": g("encoder_layers", 6), "dec_layers": g("decoder_layers", 6),
+              "enc_n_points": g("encoder_n_points", 4), "dec_n_points": g("decoder_n_points", 4),
+              "num_queries": g("num_queries", 900), "embed_init_tgt": g("embedding_init_target", True)}
     n = config_parameters(values)
     for key, check in (("backbone_config", _check_swin), ("text_config", None)):
         sub = cfg.get(key)
@@ -323,10 +331,20 @@ def load_hf_grounding(config: str | Path | None, checkpoint: str | Path, text_en
         check_folder_config(ck)
         try:
             with _quiet_transformers():
-                model = GroundingDinoForObjectDetection.from_pretrained(str(ck), local_files_only=True)
+                model, info = GroundingDinoForObjectDetection.from_pretrained(
+                    str(ck), local_files_only=True, output_loading_info=True)
         except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
             raise CheckpointError(f"transformers Grounding DINO folder {ck} cannot be loaded: "
                                   f"{(str(e).splitlines() or [type(e).__name__])[0][:300]}") from None
+        # transformers fills tensors the weights lack (or whose shape differs) with random values and
+        # only logs it: refuse, a detector with random layers would give wrong boxes without a word
+        bad = [(what, sorted(map(str, info.get(key) or ()))) for key, what in
+               (("missing_keys", "missing"), ("mismatched_keys", "of the wrong shape"))]
+        bad = [(what, keys) for what, keys in bad if keys]
+        if bad:
+            raise CheckpointError(
+                f"transformers Grounding DINO folder {ck}: its weights do not match its config.json: "
+                + "; ".join(f"{len(keys)} tensors {what} (e.g. {keys[0][:120]})" for what, keys in bad))
         if any((ck / f).exists() for f in ("tokenizer.json", "vocab.txt")):
             tok_dir = ck
         else:
