@@ -153,6 +153,7 @@ CONFIG_CASES = [  # (file text, where, what the message says)
     ("x = " + "[" * 25 + "]" * 25 + "\n", "line 1", "nested more than 20 levels deep"),
     ("x = " + "[" * 300 + "]" * 300 + "\n", "line 1", "not valid Python syntax (too many nested parentheses)"),
     ("x = (1\n", "line 1", "not valid Python syntax"),
+    ("x = {[1]: 2}\n", "line 1", "the value cannot be built (unhashable type: 'list')"),
 ]
 
 

@@ -196,7 +196,11 @@ def read_config_py(path: str | Path) -> dict[str, Any]:
             if not isinstance(target, ast.Name):
                 raise _not_data(p, text, target, "an assignment to something other than a name")
         _check_literal(p, text, node.value)
-        value = ast.literal_eval(node.value)
+        try:
+            value = ast.literal_eval(node.value)
+        except (TypeError, ValueError) as e:  # e.g. a list as a dict key or set member
+            raise CheckpointError(f"Grounding DINO config {p} line {node.lineno}: the value cannot be built "
+                                  f"({_first_line(e)})") from None
         for target in node.targets:
             if target.id == "_base_":
                 raise CheckpointError(f"Grounding DINO config {p} line {node.lineno}: `_base_` (inheriting from "
