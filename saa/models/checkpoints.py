@@ -1,4 +1,6 @@
-"""Safe, explicit checkpoint loading shared by the model wrappers."""
+"""Safe, explicit checkpoint loading shared by the model wrappers, and bounded reads of the small
+files of a model folder (``config.json``, tokenizer files, the checksum sidecar): size limits,
+regular files only, sizes a config declares checked against its weights before anything is built."""
 from __future__ import annotations
 
 import hashlib
