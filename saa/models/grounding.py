@@ -1,6 +1,7 @@
 """Grounding DINO: text-prompted box proposals.
 
-The detector is built from a config ``.py`` file (SLConfig format), a checkpoint holding
+The detector is built from a config ``.py`` file (SLConfig format; read as data by
+:func:`read_config_py`, never executed or imported), a checkpoint holding
 ``{"model": state_dict}`` and a LOCAL text-encoder folder (BERT saved with ``save_pretrained``).
 The image half of the model (Swin backbone, input projections, position embeddings) runs once per
 image (:meth:`GroundingDetector.set_image`) and the text half (tokens, masks, BERT, projection)
@@ -12,17 +13,21 @@ rounding differences; about twice as fast on a CPU).
 """
 from __future__ import annotations
 
+import argparse
+import ast
 import contextlib
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import check_tokenizer, load_state_dict, require_dir, require_file
+from .checkpoints import (check_ints, check_text_encoder, check_tokenizer, load_state_dict, read_small_bytes,
+                          require_file)
 from .dino_kernels import fast_kernels
 
 log = logging.getLogger(__name__)
@@ -73,16 +78,177 @@ def resize_like_groundingdino(image):
     return TF.resize(image, list(_output_size(*image.size)))
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:300]
+
+
 def _find_config(path: Path) -> Path:
     if path.exists():
         return path
-    # A bare name like "GroundingDINO_SwinT_OGC.py" also resolves to the package's own copy.
-    import groundingdino
+    # A bare name like "GroundingDINO_SwinT_OGC.py" also resolves to the package's own copy (found
+    # without importing the package, which the transformers backend does not need; read as data
+    # like any other config).
+    import importlib.util
 
-    builtin = Path(groundingdino.__file__).parent / "config" / path.name
-    if builtin.exists():
-        return builtin
+    spec = importlib.util.find_spec("groundingdino")
+    if spec is not None and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            builtin = Path(root) / "config" / path.name
+            if builtin.is_file():
+                return builtin
     return require_file(path, "Grounding DINO config")
+
+
+# ================================================================ config as data
+#: A Grounding DINO config is a few KB (the official ones: 1.4 KB); saa reads at most this much.
+CONFIG_BYTES = 1 << 20
+#: Deepest nesting of a value (the official values are flat lists).
+CONFIG_DEPTH = 20
+#: The numbers of a config that size the detector's modules (the official value -> the range saa
+#: accepts). With :func:`config_parameters` checked against the checkpoint, they bound what a
+#: crafted config can make the builder allocate.
+CONFIG_INTS: dict[str, tuple[int, int]] = {
+    "hidden_dim": (1, 4096), "dim_feedforward": (1, 65536), "nheads": (1, 256),
+    "num_queries": (1, 100_000), "enc_layers": (1, 64), "dec_layers": (1, 64),
+    "num_feature_levels": (1, 16), "enc_n_points": (1, 64), "dec_n_points": (1, 64),
+    "num_patterns": (0, 10_000), "max_text_len": (1, 4096),
+}
+_STATEMENTS = {ast.Import: "an import", ast.ImportFrom: "an import", ast.FunctionDef: "a function definition",
+               ast.AsyncFunctionDef: "a function definition", ast.ClassDef: "a class definition",
+               ast.AugAssign: "an augmented assignment", ast.AnnAssign: "an annotated assignment",
+               ast.For: "a loop", ast.While: "a loop", ast.If: "an if statement", ast.With: "a with statement",
+               ast.Try: "a try statement", ast.Delete: "a del statement", ast.Global: "a global statement"}
+_EXPRESSIONS = {ast.Call: "a function call", ast.Attribute: "an attribute access", ast.JoinedStr: "an f-string",
+                ast.FormattedValue: "an f-string", ast.Name: "a name", ast.BinOp: "an operation",
+                ast.BoolOp: "an operation", ast.Compare: "a comparison", ast.Lambda: "a lambda",
+                ast.ListComp: "a comprehension", ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
+                ast.GeneratorExp: "a comprehension", ast.Subscript: "an index", ast.IfExp: "a conditional",
+                ast.Starred: "an unpacking", ast.NamedExpr: "an assignment expression", ast.Await: "an await",
+                ast.Yield: "a yield", ast.YieldFrom: "a yield", ast.Slice: "a slice"}
+
+
+def _not_data(p: Path, text: str, node: ast.AST, what: str) -> CheckpointError:
+    src = (ast.get_source_segment(text, node) or "").split("\n")[0].strip()
+    src = "".join(c if c.isprintable() else "?" for c in src)
+    src = src if len(src) <= 60 else src[:57] + "..."
+    return CheckpointError(
+        f"Grounding DINO config {p} line {getattr(node, 'lineno', '?')}: {what}"
+        f"{f' ({src})' if src else ''} is not a plain value; saa reads config files as data and never runs "
+        f"them: only NAME = value lines, with numbers, strings, True/False/None, lists, tuples or dicts")
+
+
+def _check_literal(p: Path, text: str, value: ast.AST) -> None:
+    """Raise unless ``value`` is a literal (iterative walk with a depth bound)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > CONFIG_DEPTH:
+            raise CheckpointError(f"Grounding DINO config {p} line {node.lineno}: a value nested more than "
+                                  f"{CONFIG_DEPTH} levels deep; a config's values are flat")
+        if isinstance(node, ast.Constant):
+            continue
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and \
+                isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float):
+            continue
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            stack.extend((e, depth + 1) for e in node.elts)
+            continue
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise _not_data(p, text, node, "a ** expansion")
+            stack.extend((e, depth + 1) for e in (*node.keys, *node.values))
+            continue
+        raise _not_data(p, text, node, _EXPRESSIONS.get(type(node), f"a {type(node).__name__} expression"))
+
+
+def read_config_py(path: str | Path) -> dict[str, Any]:
+    """The ``NAME = literal`` assignments of a Grounding DINO config ``.py`` (SLConfig format) as
+    a dict, read with :mod:`ast`: the file is never executed nor imported. Anything else (an
+    import, a call, an attribute access, an f-string, a name, an operation, a ``_base_``
+    inheritance) is refused in one line naming the file and the line; a module docstring is
+    allowed. Names starting with ``__`` are left out, as SLConfig leaves them out."""
+    p = Path(path)
+    try:
+        text = read_small_bytes(p, "Grounding DINO config", CONFIG_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"Grounding DINO config {p} is not UTF-8 text") from None
+    try:
+        tree = ast.parse(text, filename=str(p))
+    except SyntaxError as e:
+        if not e.lineno:  # e.g. a NUL byte
+            raise CheckpointError(f"Grounding DINO config {p} cannot be parsed: it is not a config file "
+                                  f"({e.msg})") from None
+        raise CheckpointError(f"Grounding DINO config {p} line {e.lineno}: not valid Python syntax "
+                              f"({e.msg})") from None
+    except (ValueError, RecursionError, MemoryError):  # NUL bytes, nesting past the parser's limits
+        raise CheckpointError(f"Grounding DINO config {p} cannot be parsed: it is not a config file "
+                              f"(nested too deeply or not text)") from None
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # a docstring
+        if not isinstance(node, ast.Assign):
+            what = _STATEMENTS.get(type(node)) or (
+                _EXPRESSIONS.get(type(node.value), "an expression") if isinstance(node, ast.Expr)
+                else f"a {type(node).__name__} statement")
+            raise _not_data(p, text, node, what)
+        for target in node.targets:
+            if not isinstance(target, ast.Name):
+                raise _not_data(p, text, target, "an assignment to something other than a name")
+        _check_literal(p, text, node.value)
+        try:
+            value = ast.literal_eval(node.value)
+        except (TypeError, ValueError) as e:  # e.g. a list as a dict key or set member
+            raise CheckpointError(f"Grounding DINO config {p} line {node.lineno}: the value cannot be built "
+                                  f"({_first_line(e)})") from None
+        for target in node.targets:
+            if target.id == "_base_":
+                raise CheckpointError(f"Grounding DINO config {p} line {node.lineno}: `_base_` (inheriting from "
+                                      f"another config file) is not supported; copy the values into this file")
+            if not target.id.startswith("__"):
+                out[target.id] = value
+    return out
+
+
+def check_config_values(values: Mapping[str, Any], path: str | Path) -> None:
+    """The numbers that size the detector (:data:`CONFIG_INTS`) are integers in range."""
+    check_ints(dict(values), CONFIG_INTS, f"Grounding DINO config {path}")
+
+
+def config_parameters(values: Mapping[str, Any]) -> int:
+    """A lower bound of the number of detector parameters a config describes: the encoder's and
+    the decoder's feed-forward, deformable-attention and projection weights, the query and level
+    embeddings (defaults: the official Swin-T OGC values)."""
+    g = values.get
+    d, f, h, levels = g("hidden_dim", 256), g("dim_feedforward", 2048), g("nheads", 8), g("num_feature_levels", 4)
+    per_layer = 2 * d * f + 2 * d * d
+
+    def deform(points):
+        return 3 * d * h * levels * points
+
+    n = g("enc_layers", 6) * (per_layer + deform(g("enc_n_points", 4)))
+    n += g("dec_layers", 6) * (per_layer + deform(g("dec_n_points", 4)))
+    n += levels * d + g("num_patterns", 0) * d
+    if g("embed_init_tgt", True):
+        n += g("num_queries", 900) * d
+    return n
+
+
+def check_config_fits(values: Mapping[str, Any], state: Mapping[str, Any], cfg_path, checkpoint) -> None:
+    """Refuse a config that describes a detector much larger than the checkpoint's tensors, before
+    anything is built from it (the builder would allocate what the config says, without bound)."""
+    have = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    need = config_parameters(values)
+    if need > 2 * have + (1 << 20):
+        raise CheckpointError(
+            f"Grounding DINO config {cfg_path} describes a detector of at least {need:,} parameters but the "
+            f"checkpoint {checkpoint} holds {have:,} numbers: they do not belong together")
+
+
+def config_namespace(values: Mapping[str, Any]) -> argparse.Namespace:
+    """The ``args`` the package's ``build_model`` reads, from :func:`read_config_py`'s values (every
+    key of the file, as SLConfig would give it)."""
+    return argparse.Namespace(**dict(values))
 
 
 class TokenCache:
@@ -104,22 +270,22 @@ class GroundingDetector(TokenCache):
         if kernels not in ("fast", "reference"):
             raise ValueError(f"kernels must be 'fast' or 'reference', not {kernels!r}")
         from groundingdino.models import build_model
-        from groundingdino.util.slconfig import SLConfig
 
         from .compat import install as install_compat
 
         install_compat()  # the package's BERT wrapper under transformers 5
         cfg_path = _find_config(Path(config).expanduser())
-        text_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
-        require_file(text_dir / "config.json", "text encoder file config.json")
+        values = read_config_py(cfg_path)  # data: the file is never executed
+        check_config_values(values, cfg_path)
+        text_dir = check_text_encoder(text_encoder)  # sizes in range, small files small
         state = load_state_dict(checkpoint, "Grounding DINO checkpoint")
         state = state.get("model", state)
-        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{checkpoint} is not a Grounding DINO checkpoint ('model' is not a state dict)")
+        state = {k[7:] if isinstance(k, str) and k.startswith("module.") else k: v for k, v in state.items()}
+        check_config_fits(values, state, cfg_path, checkpoint)
 
-        try:
-            args = SLConfig.fromfile(str(cfg_path))
-        except Exception as e:  # SLConfig executes the file: report which one failed
-            raise CheckpointError(f"Grounding DINO config {cfg_path} cannot be read: {e}") from None
+        args = config_namespace(values)
         args.device = str(device)
         args.text_encoder_type = str(text_dir)
         self.device = torch.device(device)
@@ -127,8 +293,13 @@ class GroundingDetector(TokenCache):
         with contextlib.redirect_stdout(io.StringIO()):
             try:
                 model = build_model(args)
+            except AttributeError as e:
+                if e.name and e.name not in ("device", "text_encoder_type") and isinstance(e.obj, argparse.Namespace):
+                    raise CheckpointError(f"Grounding DINO config {cfg_path} has no value for `{e.name}` "
+                                          f"(see the package's GroundingDINO_SwinT_OGC.py)") from None
+                raise CheckpointError(f"building Grounding DINO from {cfg_path} failed: {_first_line(e)}") from None
             except Exception as e:
-                raise CheckpointError(f"building Grounding DINO from {cfg_path} failed: {e}") from None
+                raise CheckpointError(f"building Grounding DINO from {cfg_path} failed: {_first_line(e)}") from None
         own = model.state_dict()
         shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         detector_keys = [k for k in own if not k.startswith("bert.")]

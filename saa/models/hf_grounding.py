@@ -28,8 +28,6 @@ differ, see ``tests/test_backends.py`` for the measured differences).
 """
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import re
 from pathlib import Path
@@ -39,13 +37,15 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import load_state_dict, require_dir, require_file
-from .grounding import IMAGENET_MEAN, IMAGENET_STD, DetectorOutput, TokenCache, normalize_caption
+from .checkpoints import (BERT_INTS, bert_parameters, check_ints, check_model_size, check_small_files,
+                          check_text_encoder, load_state_dict, read_json_file, require_dir)
+from .grounding import (CONFIG_INTS, IMAGENET_MEAN, IMAGENET_STD, DetectorOutput, TokenCache, check_config_fits,
+                        check_config_values, config_parameters, normalize_caption, read_config_py)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["read_config_py", "hf_config_from_dino", "convert_state_dict", "load_hf_grounding",
-           "save_converted", "HFGroundingDetector"]
+           "save_converted", "HFGroundingDetector", "check_folder_config"]
 
 # Swin variants of the official configs: (embed_dim, depths, heads, window, pretrain image size)
 SWIN_VARIANTS = {
@@ -60,23 +60,74 @@ SEPARATOR_TOKENS = ["[CLS]", "[SEP]", ".", "?"]
 
 
 # ================================================================ config
-def read_config_py(path: str | Path) -> dict[str, Any]:
-    """The ``name = literal`` assignments of a Grounding DINO config ``.py`` (SLConfig format),
-    read with :func:`ast.literal_eval`: the file is never executed."""
-    p = Path(path)
-    try:
-        tree = ast.parse(p.read_text(), filename=str(p))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise CheckpointError(f"Grounding DINO config {p} cannot be read: {e}") from None
-    out: dict[str, Any] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                raise CheckpointError(f"Grounding DINO config {p}: `{node.targets[0].id}` (line {node.lineno}) "
-                                      f"is not a plain value; the transformers backend reads configs as data") from None
-    return out
+# read_config_py (the config .py as data, never executed) is shared with the groundingdino backend
+#: The numbers of a transformers Grounding DINO ``config.json`` (its own, its ``backbone_config``'s)
+#: that size the model: the ranges of :data:`saa.models.grounding.CONFIG_INTS` under transformers'
+#: names, and Swin's.
+HF_DINO_INTS: dict[str, tuple[int, int]] = {
+    "d_model": CONFIG_INTS["hidden_dim"], "encoder_ffn_dim": CONFIG_INTS["dim_feedforward"],
+    "decoder_ffn_dim": CONFIG_INTS["dim_feedforward"], "encoder_attention_heads": CONFIG_INTS["nheads"],
+    "decoder_attention_heads": CONFIG_INTS["nheads"], "num_queries": CONFIG_INTS["num_queries"],
+    "encoder_layers": CONFIG_INTS["enc_layers"], "decoder_layers": CONFIG_INTS["dec_layers"],
+    "num_feature_levels": CONFIG_INTS["num_feature_levels"], "encoder_n_points": CONFIG_INTS["enc_n_points"],
+    "decoder_n_points": CONFIG_INTS["dec_n_points"], "max_text_len": CONFIG_INTS["max_text_len"],
+}
+SWIN_INTS: dict[str, tuple[int, int]] = {"embed_dim": (1, 4096), "window_size": (1, 32), "patch_size": (1, 64),
+                                          "image_size": (1, 8192), "num_channels": (1, 64)}
+SWIN_STAGES = 8  # at most this many stages, each of at most 64 blocks and 1024 heads
+
+
+def _check_swin(b: dict, where: str) -> int:
+    """Ranges of a Swin ``backbone_config``; returns a lower bound of its parameters (the query,
+    key, value and output projections and the MLP of every block, each stage twice as wide as the
+    last; the absolute position embeddings when used)."""
+    check_ints(b, SWIN_INTS, where)
+    depths, heads = b.get("depths", [2, 2, 6, 2]), b.get("num_heads", [3, 6, 12, 24])
+    for key, seq, hi in (("depths", depths, 64), ("num_heads", heads, 1024)):
+        if not isinstance(seq, list) or not 1 <= len(seq) <= SWIN_STAGES or \
+                any(type(x) is not int or not 1 <= x <= hi for x in seq):
+            raise CheckpointError(f"{where}: backbone_config.{key} is not a list of 1 to {SWIN_STAGES} integers "
+                                  f"from 1 to {hi}")
+    ratio = b.get("mlp_ratio", 4.0)
+    if type(ratio) not in (int, float) or not 0 < ratio <= 64:
+        raise CheckpointError(f"{where}: backbone_config.mlp_ratio = {ratio!r:.40} is not a number above 0 and at most 64")
+    dim = b.get("embed_dim", 96)
+    n = sum(int(k * (4 + 2 * ratio) * (dim * 2 ** i) ** 2) for i, k in enumerate(depths))
+    if b.get("use_absolute_embeddings"):
+        n += (b.get("image_size", 224) // b.get("patch_size", 4)) ** 2 * dim
+    return n
+
+
+def check_folder_config(folder: Path) -> None:
+    """A transformers Grounding DINO folder whose ``config.json`` can be built with bounded work:
+    a JSON object of at most 1 MiB whose sizes (detector, Swin backbone, BERT text config) are in
+    range and whose parameters fit in the folder's weight files."""
+    check_small_files(folder, "transformers Grounding DINO folder file")
+    path = folder / "config.json"
+    cfg = read_json_file(path, "transformers Grounding DINO folder file config.json")
+    check_ints(cfg, HF_DINO_INTS, str(path))
+    g = cfg.get
+    # config_parameters takes one width and one head count for both stacks: the smaller (a lower bound)
+    values = {"hidden_dim": g("d_model", 256),
+              "dim_feedforward": min(g("encoder_ffn_dim", 2048), g("decoder_ffn_dim", 2048)),
+              "nheads": min(g("encoder_attention_heads", 8), g("decoder_attention_heads", 8)),
+              "num_feature_levels": g("num_feature_levels", 4),
+              "enc_layers": g("encoder_layers", 6), "dec_layers": g("decoder_layers", 6),
+              "enc_n_points": g("encoder_n_points", 4), "dec_n_points": g("decoder_n_points", 4),
+              "num_queries": g("num_queries", 900), "embed_init_tgt": g("embedding_init_target", True)}
+    n = config_parameters(values)
+    for key, check in (("backbone_config", _check_swin), ("text_config", None)):
+        sub = cfg.get(key)
+        if sub is None:
+            continue
+        if not isinstance(sub, dict):
+            raise CheckpointError(f"{path}: {key} is not an object")
+        if check is None:
+            check_ints(sub, BERT_INTS, f"{path} text_config")
+            n += bert_parameters(sub)
+        else:
+            n += check(sub, f"{path}")
+    check_model_size(n, folder, path)
 
 
 def hf_config_from_dino(values: dict[str, Any], text_config) -> "Any":
@@ -277,23 +328,36 @@ def load_hf_grounding(config: str | Path | None, checkpoint: str | Path, text_en
 
     ck = Path(checkpoint).expanduser()
     if ck.is_dir():
-        require_file(ck / "config.json", "transformers Grounding DINO folder file config.json")
+        check_folder_config(ck)
         try:
             with _quiet_transformers():
-                model = GroundingDinoForObjectDetection.from_pretrained(str(ck), local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as e:
+                model, info = GroundingDinoForObjectDetection.from_pretrained(
+                    str(ck), local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
             raise CheckpointError(f"transformers Grounding DINO folder {ck} cannot be loaded: "
-                                  f"{str(e).splitlines()[0]}") from None
-        tok_dir = ck if any((ck / f).exists() for f in ("tokenizer.json", "vocab.txt")) else \
-            require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
+                                  f"{(str(e).splitlines() or [type(e).__name__])[0][:300]}") from None
+        # transformers fills tensors the weights lack (or whose shape differs) with random values and
+        # only logs it: refuse, a detector with random layers would give wrong boxes without a word
+        bad = [(what, sorted(map(str, info.get(key) or ()))) for key, what in
+               (("missing_keys", "missing"), ("mismatched_keys", "of the wrong shape"))]
+        bad = [(what, keys) for what, keys in bad if keys]
+        if bad:
+            raise CheckpointError(
+                f"transformers Grounding DINO folder {ck}: its weights do not match its config.json: "
+                + "; ".join(f"{len(keys)} tensors {what} (e.g. {keys[0][:120]})" for what, keys in bad))
+        if any((ck / f).exists() for f in ("tokenizer.json", "vocab.txt")):
+            tok_dir = ck
+        else:
+            tok_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
+            check_small_files(tok_dir, "Grounding DINO text encoder (BERT) file")
         tokenizer = _tokenizer_from(Path(tok_dir))
     else:
         from .grounding import _find_config
 
         cfg_path = _find_config(Path(config).expanduser())
-        text_dir = require_dir(text_encoder, "Grounding DINO text encoder (BERT)")
-        require_file(text_dir / "config.json", "text encoder file config.json")
-        values = read_config_py(cfg_path)
+        values = read_config_py(cfg_path)  # data: the file is never executed
+        check_config_values(values, cfg_path)
+        text_dir = check_text_encoder(text_encoder)
         text_config = BertConfig.from_pretrained(str(text_dir), local_files_only=True)
         hf_cfg = hf_config_from_dino(values, text_config)
         state = load_state_dict(ck, "Grounding DINO checkpoint")
@@ -301,6 +365,7 @@ def load_hf_grounding(config: str | Path | None, checkpoint: str | Path, text_en
         if not isinstance(state, dict) or not any(str(k).startswith(("transformer.", "module.transformer."))
                                                   for k in state):
             raise CheckpointError(f"{ck} is not a Grounding DINO checkpoint (no transformer.* tensors)")
+        check_config_fits(values, state, cfg_path, ck)
         converted = convert_state_dict(state)
         if not any(k.startswith("model.text_backbone.") for k in converted):  # BERT from its folder
             from transformers import BertModel
