@@ -156,12 +156,13 @@ def _listdir(folder: str) -> list[str]:
 
 def _folders_below(top: str, budget: _Budget, pattern: str) -> Iterable[str]:
     """``top`` and every folder below it (links followed), each REAL folder once (a link back to an
-    ancestor, or a second way to a folder, is not entered again); hidden folders are skipped, as
-    glob's ``**`` does."""
+    ancestor, or a second way to a folder, is not entered again); folders reached without a link
+    come first, so a file is listed by its real path where it has one; hidden folders are skipped,
+    as glob's ``**`` does."""
     seen: set = set()
-    stack = [top]
-    while stack:
-        folder = stack.pop()
+    real, links = [top], []
+    while real or links:
+        folder = real.pop() if real else links.pop(0)
         ident = _identity(folder or ".")
         if ident is None or ident in seen:
             continue
@@ -169,7 +170,9 @@ def _folders_below(top: str, budget: _Budget, pattern: str) -> Iterable[str]:
         budget.folder(pattern)
         yield folder
         subs = [os.path.join(folder, n) for n in _listdir(folder) if not n.startswith(".")]
-        stack.extend(reversed([s for s in subs if os.path.isdir(s)]))
+        subs = [s for s in subs if os.path.isdir(s)]
+        real.extend(reversed([s for s in subs if not os.path.islink(s)]))
+        links.extend(s for s in subs if os.path.islink(s))
 
 
 def _glob(pattern: str, budget: _Budget) -> list[str]:
