@@ -80,14 +80,14 @@ def choose_method(method: str, missing: Sequence[str]) -> str:
     return name
 
 
-def method_note(choice: str, name: str, missing: Sequence[str], method) -> Optional[str]:
+def method_note(choice: str, name: str, missing: Sequence[str], method, chosen_with: str = "--method") -> Optional[str]:
     """What to say about the method chosen (None: nothing beyond its label): why ``auto`` fell back
     to :data:`AUTO_FALLBACK` (the missing files), or what a method chosen by name other than the
-    full one does."""
+    full one does (``chosen_with``: where the user chose it)."""
     if name == AUTO_FALLBACK and missing:
         return lite_message(missing)
     if name != AUTO_DEFAULT:
-        return (f"{name.upper()} METHOD (chosen with --method {choice}): "
+        return (f"{name.upper()} METHOD (chosen with {chosen_with} {choice}): "
                 f"{method.describe().get('summary') or method.label}")
     return None
 

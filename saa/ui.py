@@ -215,7 +215,7 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
             lines = str(e).splitlines()
             return None, None, [], "**Cannot run:** " + "  \n".join(lines), None
         msg = []
-        note = method_note(method, use, missing, meth)
+        note = method_note(method, use, missing, meth, chosen_with="the method choice")
         if note:
             msg.append(note)
         out = _outdir()
