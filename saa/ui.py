@@ -41,7 +41,11 @@ class InputRejected(ValueError):
 
 
 def _mb(n: float) -> str:
-    return f"{n / 2 ** 20:g} MB" if n >= 2 ** 20 else f"{n / 2 ** 10:g} KB"
+    """``50 MB``, ``1.5 MB``, ``200 KB``, ``100 bytes``."""
+    for unit, size in (("MB", 2 ** 20), ("KB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_upload(path: str | os.PathLike) -> None:
@@ -54,7 +58,10 @@ def check_upload(path: str | os.PathLike) -> None:
     p = Path(path)
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise InputRejected(f"{p.name}: {size / 2**20:.1f} MB is over the {_mb(MAX_FILE_BYTES)} limit")
+        size_text, limit_text = _mb(size), _mb(MAX_FILE_BYTES)
+        if size_text == limit_text:
+            size_text, limit_text = f"{size:,} bytes", f"{limit_text} ({int(MAX_FILE_BYTES):,} bytes)"
+        raise InputRejected(f"{p.name}: {size_text} is over the {limit_text} limit")
     try:
         header = read_header(p, check_limit=False)
     except ImageReadError:
