@@ -181,8 +181,9 @@ def _glob(pattern: str, budget: _Budget) -> list[str]:
     with ``.``."""
     import fnmatch
 
-    anchor = os.sep if pattern.startswith(os.sep) else ""
-    parts = [p for p in pattern.split(os.sep) if p]
+    seps = "/" + (os.sep if os.sep != "/" else "") + (os.altsep if os.altsep and os.altsep != "/" else "")
+    anchor = os.sep if pattern[:1] in seps else ""
+    parts = [p for p in re.split("[" + re.escape(seps) + "]", pattern) if p]
     found: set[str] = set()
 
     def walk(base: str, i: int) -> None:
