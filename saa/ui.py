@@ -200,6 +200,8 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
         rgb = runner.image(src)
     except InputRejected as e:
         return None, None, [], f"**Rejected:** {e}", None
+    except OSError as e:
+        return None, None, [], f"**Rejected:** {Path(src).name}: cannot read ({e.strerror or e})", None
     try:
         custom = None
         if category == CUSTOM:

@@ -168,7 +168,8 @@ def _result_loaded(d):
     from selenium.webdriver.common.by import By
 
     for el in d.find_elements(By.CSS_SELECTOR, "#result-image img"):
-        if el.get_attribute("src") and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", el):
+        if el.get_attribute("src") and d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", el):
             return el
     return False
 

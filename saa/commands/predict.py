@@ -101,7 +101,8 @@ def run(args) -> int:
     rows: list[dict] = []
 
     def said(res) -> None:
-        print(f"{res.input.name}: {res.prediction.summary()} -> {display_name(res.files.get('map', out / res.input.stem))}")
+        written = display_name(res.files.get("map", out / res.input.stem))
+        print(f"{res.input.name}: {res.prediction.summary()} -> {written}")
         for n in res.prediction.notes:
             print(f"  note: {n}")
         print(res.verdict_line())

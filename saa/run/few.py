@@ -484,9 +484,8 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
     is predicted (its pictures may come later), ``on_failure`` with an input that could not be read
     and why (it is then left out; the others go on).
     """
-    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text
     from ..metrics import normalize_with
-    from ..verdict import mask_png, predicted_mask
+    from ..verdict import predicted_mask
     from ..visualize import MapScale
 
     out = Path(out) if out is not None else None
@@ -568,12 +567,11 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
                             decision.pixel_threshold if decision is not None else None,
                             decision.source if decision is not None else None)
             if out is not None:
-                _write_files(out, res, pred, amap, full, mask, options, atomic_save_npy, atomic_save_png,
-                             atomic_write_text, mask_png)
+                _write_files(out, res, pred, amap, full, mask, options)
             outcome.results.append(res)
             if on_result is not None:
                 on_result(res)
-            saliency = pred.saliency
+            saliency = pred.saliency if options.panels and "saliency" in options.panels else None
             del pred
             if not pictures:
                 continue
@@ -594,10 +592,12 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
     return outcome
 
 
-def _write_files(out: Path, res: FewResult, pred, amap, full, mask, options: FewOptions, save_npy, save_png,
-                 write_text, mask_png) -> None:
+def _write_files(out: Path, res: FewResult, pred, amap, full, mask, options: FewOptions) -> None:
     """The image's files, each written once: the map, the saliency, the JSON (with the score and
     verdict) and the predicted mask."""
+    from ..image_io import atomic_save_npy as save_npy, atomic_save_png as save_png, atomic_write_text as write_text
+    from ..verdict import mask_png
+
     stem = res.input.stem
     if options.map_file is not None:
         res.files["map"] = OutputNames.file(out, stem, "map")
