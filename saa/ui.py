@@ -332,7 +332,8 @@ def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
                 run_btn = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
                 msg = gr.Markdown(elem_id="message")
-                overlay = gr.Image(label="anomaly map + regions (colour bar: the map's numbers)", type="numpy",
+                # no label badge over the picture: it would hide the score line at its top
+                overlay = gr.Image(label="anomaly map + regions", show_label=False, type="numpy",
                                    interactive=False, elem_id="result-image", format="png")
                 saliency = gr.Image(label="saliency", type="numpy", interactive=False, elem_id="saliency-image",
                                     format="png")
