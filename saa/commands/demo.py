@@ -36,7 +36,8 @@ def register(sub) -> None:
                         "method (a plug-in); an unknown name lists them all")
     p.add_argument("--out", default="saa_demo", metavar="DIR", help="output folder (default ./saa_demo)")
     p.add_argument("--images", nargs="+", default=None, metavar="IMG",
-                   help="other images (named <category>_*.ext, else --category)")
+                   help="other images: files, folders or quoted glob patterns, each file once (named "
+                        "<category>_*.ext, else --category)")
     p.add_argument("--category", default=None, help="category for images whose name does not start with one")
     p.add_argument("--thresholds-from", dest="thresholds_from", default=None, metavar="RUN_DIR",
                    help="verdicts (OK / DEFECT) and defect outlines from the thresholds a labelled `saa run` of the "

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=None, metavar="MB",
-                   help="largest upload saa accepts, in MB (default 50); a larger file gets saa's message")
+                   help="largest upload saa accepts, in MB (default 50); a larger file gets saa's one-line message "
+                        "(Gradio itself refuses files over 4 times this limit)")
     p.set_defaults(func=run)
 
 
