@@ -1,5 +1,9 @@
-"""The bundled sample images and the choice between the full and the lite method when model files
-are missing (shared by ``saa demo`` and the web UI)."""
+"""The bundled sample images and the method choice of ``saa demo`` and the web UI: ``auto`` (the
+full method when its model files exist, else lite) or any registered method by name or alias.
+
+The names of the two methods ``auto`` chooses between are :data:`AUTO_DEFAULT` and
+:data:`AUTO_FALLBACK`; no other module of the commands or the UI names a method.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +14,15 @@ SAMPLES_DIR = REPO / "assets" / "samples"
 DEFAULT_CONFIG = "configs/mvtec.yaml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-__all__ = ["REPO", "SAMPLES_DIR", "DEFAULT_CONFIG", "sample_images", "category_of_sample", "default_config_path",
-           "missing_model_files", "choose_method", "lite_message", "missing_files_message", "require_model_files"]
+#: ``auto``: this method when its model files exist ...
+AUTO_DEFAULT = "saa"
+#: ... else this one (it needs no model file)
+AUTO_FALLBACK = "lite"
+AUTO = "auto"
+
+__all__ = ["REPO", "SAMPLES_DIR", "DEFAULT_CONFIG", "AUTO", "AUTO_DEFAULT", "AUTO_FALLBACK", "sample_images",
+           "category_of_sample", "default_config_path", "method_choices", "missing_model_files", "choose_method",
+           "method_note", "lite_message", "missing_files_message", "require_model_files"]
 
 
 def sample_images(folder: Path = SAMPLES_DIR) -> list[Path]:
@@ -32,25 +43,53 @@ def default_config_path() -> Path:
     return p if p.is_file() else REPO / DEFAULT_CONFIG
 
 
-def missing_model_files(cfg) -> list[str]:
-    """Model files of the full SAA+ method that the config names but that do not exist."""
-    from .methods.saa_plus import required_model_files
+def method_choices() -> list[str]:
+    """What ``saa demo --method`` and the web UI offer: ``auto``, then every registered method (the
+    built-in ones and every plug-in, :func:`saa.methods.available_methods`)."""
+    from .methods import available_methods
 
-    return required_model_files(cfg)
+    return [AUTO] + list(available_methods())
+
+
+def missing_model_files(cfg) -> list[str]:
+    """Model files of the full method (:data:`AUTO_DEFAULT`) that the config names but that do not
+    exist."""
+    from .methods import build_method
+
+    return list(build_method(cfg, AUTO_DEFAULT).required_files())
 
 
 def choose_method(method: str, missing: Sequence[str]) -> str:
-    """``auto`` -> ``lite`` when files are missing, else ``saa``; ``full`` / ``saa`` with missing
-    files is an error naming them."""
-    from .errors import SaaError
-    from .methods import canonical_name
+    """The registered name of the method chosen: ``auto`` -> :data:`AUTO_FALLBACK` when files of
+    the full method are ``missing``, else :data:`AUTO_DEFAULT`; a name or an alias (``full``) ->
+    its registered name. An unknown name is a one-line error listing every choice; the full method
+    with ``missing`` files one naming them."""
+    from .errors import ConfigError, SaaError
+    from .methods import canonical_name, get_method
 
-    if method == "auto":
-        return "lite" if missing else "saa"
-    method = canonical_name(method)
-    if method == "saa" and missing:
+    if str(method).strip() == AUTO:
+        return AUTO_FALLBACK if missing else AUTO_DEFAULT
+    try:
+        get_method(method)
+    except ConfigError as e:
+        raise ConfigError(f"--method: {e}, or {AUTO} (the full method when its model files exist, else "
+                          f"{AUTO_FALLBACK})") from None
+    name = canonical_name(method)
+    if name == AUTO_DEFAULT and missing:
         raise SaaError(missing_files_message(missing))
-    return method
+    return name
+
+
+def method_note(choice: str, name: str, missing: Sequence[str], method, chosen_with: str = "--method") -> Optional[str]:
+    """What to say about the method chosen (None: nothing beyond its label): why ``auto`` fell back
+    to :data:`AUTO_FALLBACK` (the missing files), or what a method chosen by name other than the
+    full one does (``chosen_with``: where the user chose it)."""
+    if name == AUTO_FALLBACK and missing:
+        return lite_message(missing)
+    if name != AUTO_DEFAULT:
+        return (f"{name.upper()} METHOD (chosen with {chosen_with} {choice}): "
+                f"{method.describe().get('summary') or method.label}")
+    return None
 
 
 def missing_files_message(missing: Sequence[str], what: Optional[Sequence[str]] = None,
@@ -82,12 +121,12 @@ def require_model_files(method) -> None:
     what, folders = None, None
     if cfg is not None:
         folders = cfg.weights_dirs()
-        if method.name == "saa":
+        if method.name == AUTO_DEFAULT:
             from .methods.saa_plus import model_files
 
             names = {str(cfg.resolve_path(p)): desc for desc, p in model_files(cfg)}
             what = [names.get(p) for p in missing]
-    label = "the full method (SAA+)" if method.name == "saa" else f"method {method.name}"
+    label = "the full method (SAA+)" if method.name == AUTO_DEFAULT else f"method {method.name}"
     raise CheckpointError(missing_files_message(missing, what, folders, label))
 
 

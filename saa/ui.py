@@ -1,9 +1,15 @@
 """Local web UI (``saa ui``): Gradio, bound to 127.0.0.1 by default, nothing sent anywhere.
 
 Upload an image (or pick a bundled sample), choose a config + category or describe your own part
-(object word, objects per image, K, area ratio, captions), run, and see the overlay, the regions
-table, the saliency, and download the map (``.npy`` and ``.png``). When the full pipeline's model
-files are missing the UI says which and offers the lite method (saliency only).
+(object word, objects per image, K, area ratio, captions), choose any registered method (or auto),
+run, and see the anomaly map and regions on a colour bar, the regions table, the saliency, and
+download the map (``.npy`` and ``.png``), the panels and the ``.json``. When the full pipeline's
+model files are missing the UI says which and offers the lite method (saliency only).
+
+Uploads are plain files that saa checks itself (:func:`upload_check`: type, size, pixel count,
+decodable) as soon as they arrive, with a one-line message for a non-image, an oversize or a
+corrupt file; the image is decoded once and run through :func:`saa.run.few.run_few` like ``saa
+predict``'s.
 
 Gradio analytics are switched off before Gradio is imported, the theme uses system fonts (no Google
 Fonts request) and ``share`` is never enabled.
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,26 +27,41 @@ import numpy as np
 
 log = logging.getLogger("saa.ui")
 
-MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_FILE_BYTES = 50 * 1024 * 1024  # saa ui --max-upload-mb changes it
 MAX_PIXELS = None  # None: the limit of every image read, saa.image_io.max_pixels() (default 100 Mpx)
 CUSTOM = "(custom: describe below)"
 CUSTOM_KEY = "custom_part"
+#: panels of the result picture (those the method can draw)
+RESULT_PANELS = ("anomaly_map", "boxes")
+PREVIEW_SIDE = 512
 
 
 class InputRejected(ValueError):
-    """An upload the UI does not process (not an image, too large)."""
+    """An upload the UI does not process (not an image, too large, corrupt)."""
+
+
+def _mb(n: float) -> str:
+    """``50 MB``, ``1.5 MB``, ``200 KB``, ``100 bytes``."""
+    for unit, size in (("MB", 2 ** 20), ("KB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_upload(path: str | os.PathLike) -> None:
-    """Raise :class:`InputRejected` for a non-image file, a file > 50 MB or an image over the pixel
-    limit of every image read (:func:`saa.image_io.max_pixels`, default 100 Mpx; sized from the header)."""
+    """Raise :class:`InputRejected` for a non-image file, a file over :data:`MAX_FILE_BYTES` (50 MB
+    unless ``saa ui --max-upload-mb`` says otherwise) or an image over the pixel limit of every
+    image read (:func:`saa.image_io.max_pixels`, default 100 Mpx; sized from the header)."""
     from .errors import ImageReadError
     from .image_io import _limit_text, max_pixels, read_header
 
     p = Path(path)
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise InputRejected(f"{p.name}: {size / 2**20:.1f} MB is over the 50 MB limit")
+        size_text, limit_text = _mb(size), _mb(MAX_FILE_BYTES)
+        if size_text == limit_text:
+            size_text, limit_text = f"{size:,} bytes", f"{limit_text} ({int(MAX_FILE_BYTES):,} bytes)"
+        raise InputRejected(f"{p.name}: {size_text} is over the {limit_text} limit")
     try:
         header = read_header(p, check_limit=False)
     except ImageReadError:
@@ -48,6 +70,19 @@ def check_upload(path: str | os.PathLike) -> None:
     limit = max_pixels() if MAX_PIXELS is None else int(MAX_PIXELS)
     if limit and w * h > limit:
         raise InputRejected(f"{p.name}: {w}x{h} = {w * h / 1e6:.0f} Mpx is over the {_limit_text(limit)} limit")
+
+
+def read_upload(path: str | os.PathLike) -> np.ndarray:
+    """The upload's pixels after :func:`check_upload`; a corrupt or truncated file is an
+    :class:`InputRejected` naming the file (not the upload folder) and the problem."""
+    from .errors import ImageReadError
+    from .image_io import read_rgb
+
+    check_upload(path)
+    try:
+        return read_rgb(path)
+    except ImageReadError as e:
+        raise InputRejected(str(e).replace(str(path), Path(path).name)) from None
 
 
 def config_choices() -> list[str]:
@@ -72,11 +107,13 @@ def parse_captions(text: str, obj: str) -> list[list[str]]:
 
 
 class Runner:
-    """Configs and loaded pipelines, cached per (config, overrides)."""
+    """Configs, the methods with their loaded models (cached), and the last checked upload."""
 
     def __init__(self, base_overrides: Sequence[str] = ()):
         self.base_overrides = list(base_overrides)
-        self._pipes: dict[Any, Any] = {}
+        self._methods: dict[Any, Any] = {}
+        self._image: Optional[tuple[Any, np.ndarray]] = None
+        self._lock = threading.Lock()
 
     def config(self, path: str, custom: Optional[dict] = None):
         from .config import config_from_dict, load_config
@@ -96,26 +133,41 @@ class Runner:
             return []
 
     def method(self, cfg, name: str):
-        """The method ``name`` for ``cfg``, its models loaded once per (method, models section)."""
+        """The registered method ``name`` (or an alias) for ``cfg``. Its models load once per
+        (method, models section, out_size): a method built for another config of the same models
+        (e.g. a custom part's prompts) hands its loaded ``pipeline`` over when it has one; any other
+        method is cached per whole config."""
         from .methods import canonical_name
         from .run import make_method
 
         name = canonical_name(name)
-        key = (name, cfg.models.model_dump_json(), int(cfg.out_size))
-        if name == "saa":
-            from .methods.saa_plus import SAAPipeline
+        cfg = cfg.model_copy(update={"method": name})
+        models_key = (name, cfg.models.model_dump_json(), int(cfg.out_size))
+        full_key = models_key + (cfg.model_dump_json(),)
+        with self._lock:
+            if full_key in self._methods:
+                return self._methods[full_key]
+            shared = next((m for k, m in self._methods.items() if k[:3] == models_key), None)
+            pipeline = getattr(shared, "pipeline", None)
+            meth = make_method(cfg, pipeline=pipeline) if pipeline is not None else make_method(cfg)
+            if len(self._methods) >= 8:  # a few configs at a time; the oldest goes
+                self._methods.pop(next(iter(self._methods)))
+            self._methods[full_key] = meth
+            return meth
 
-            if key not in self._pipes:
-                self._pipes[key] = SAAPipeline(cfg).load_models()
-            # the cached models with this run's config (prompts and properties may differ)
-            return make_method(cfg.model_copy(update={"method": name}), pipeline=self._pipes[key])
-        if key not in self._pipes:
-            self._pipes[key] = make_method(cfg.model_copy(update={"method": name}))
-        return self._pipes[key]
-
-    def full(self, cfg):
-        """The SAA+ pipeline of ``cfg`` with the cached models."""
-        return self.method(cfg, "saa").pipeline
+    def image(self, path: str) -> np.ndarray:
+        """The checked upload (:func:`read_upload`), decoded once: the upload check keeps it for the
+        run button."""
+        p = Path(path)
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if self._image is not None and self._image[0] == key:
+                return self._image[1]
+        rgb = read_upload(p)
+        with self._lock:
+            self._image = (key, rgb)
+        return rgb
 
 
 def _outdir() -> Path:
@@ -123,20 +175,33 @@ def _outdir() -> Path:
     return d
 
 
+def _one_image_note(meth) -> str:
+    return (f"Note: one image here, so method {meth.name} has no other image of its category to compare it with "
+            "and does what it can alone (lite and the improved preset: single-image saliency); give it the "
+            f"category's other images with `saa predict --method {meth.name} IMG1 IMG2 ...` or "
+            f"`saa run CONFIG --method {meth.name}`.")
+
+
 def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], config_path: str, category: str,
              method: str, obj: str, n_objects: float, k_mask: float, area_ratio: float, captions: str):
-    """The UI's run button: (overlay, saliency, boxes rows, message, [npy, png])."""
-    from .image_io import atomic_save_npy, atomic_save_png, read_rgb
-    from .samples import SAMPLES_DIR, lite_message, missing_model_files
-    from .visualize import MapScale, candidate_boxes, heat_overlay, map_to_png, with_colorbar
+    """The UI's run button: (result picture, saliency, regions rows, message, [downloads]). The
+    image goes through :func:`saa.run.few.run_few` like ``saa predict``'s (decoded once: at the
+    upload check)."""
+    from .errors import SaaError
+    from .image_io import atomic_save_png
+    from .run.few import FewInput, FewOptions, OutputNames, run_few
+    from .samples import AUTO_DEFAULT, SAMPLES_DIR, choose_method, method_note, missing_model_files, require_model_files
+    from .visualize import heat_overlay, map_to_png
 
     src = image_path or (str(SAMPLES_DIR / sample) if sample else None)
     if not src:
         return None, None, [], "**Upload an image or pick a sample first.**", None
     try:
-        check_upload(src)
+        rgb = runner.image(src)
     except InputRejected as e:
         return None, None, [], f"**Rejected:** {e}", None
+    except OSError as e:
+        return None, None, [], f"**Rejected:** {Path(src).name}: cannot read ({e.strerror or e})", None
     try:
         custom = None
         if category == CUSTOM:
@@ -151,57 +216,81 @@ def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], c
         cfg = runner.config(config_path, custom)
         cfg.category(cat)
         missing = missing_model_files(cfg)
-        use = ("lite" if missing else "saa") if method == "auto" else ("saa" if method == "full" else method)
+        try:
+            use = choose_method(method, missing)
+            meth = runner.method(cfg, use)
+            require_model_files(meth)
+        except SaaError as e:
+            lines = str(e).splitlines()
+            return None, None, [], "**Cannot run:** " + "  \n".join(lines), None
         msg = []
-        if use == "saa" and missing:
-            return None, None, [], ("**The full method needs model files that are missing:** "
-                                    + ", ".join(f"`{m}`" for m in missing)
-                                    + ". Run `bash install.sh`, or choose the **lite** method."), None
-        if use == "lite":
-            msg.append(lite_message(missing) if missing else "Lite method: saliency-only map, no regions.")
-            msg.append("Note: one image here, so lite scores it by single-image saliency; its cross-image "
-                       "scoring needs the other images of the category (`saa predict --method lite IMG1 IMG2 ...` "
-                       "or `saa run CONFIG --method lite`).")
-        rgb = read_rgb(src)
+        note = method_note(method, use, missing, meth, chosen_with="the method choice")
+        if note:
+            msg.append(note)
         out = _outdir()
-        stem = Path(src).stem
-        meth = runner.method(cfg, use)
-        pred = meth.predict(rgb, cat)
-        amap = pred.anomaly_map_full
-        sal = pred.saliency if "saliency" in meth.panels else None
+        stem = OutputNames().stem_for(Path(src).name)
+        panels = tuple(k for k in RESULT_PANELS if k in meth.panels) or ("anomaly_map",)
+        options = FewOptions(panels=panels, overlay=False, map_file="full", saliency_file=False,
+                             keep_pictures=True, keep_arrays=True, panel_height=384)
+        outcome = run_few(meth, cat, [FewInput(src, stem, rgb=rgb, name=Path(src).name)], out=out, options=options)
+        res = outcome.results[0]
+        pred = res.prediction
         rows: list[list[Any]] = []
-        # one picture: its colour scale runs from 0 to its own maximum, and the bar says so with numbers
-        scale = MapScale(0.0, float(np.max(amap)) if np.size(amap) and float(np.max(amap)) > 0 else 1.0, "raw")
-        heat = heat_overlay(rgb, amap, scale=scale)
         if pred.has_regions:
-            overlay = candidate_boxes(heat, pred.candidates, object_boxes=pred.object_boxes)
             for c in pred.defects:
                 rows.append([c.caption, "kept" if c.kept else f"dropped ({c.dropped})",
                              round(c.score, 4), None if c.rescored is None else round(c.rescored, 4),
                              [round(v, 1) for v in c.box_xyxy].__repr__()])
-            msg.append(f"Full {pred.summary()} (green kept, grey/red dropped).")
+            msg.append(f"{'Full ' if use == AUTO_DEFAULT else ''}{pred.summary()} (green kept, grey/red dropped).")
         else:
-            overlay = heat
             msg.append(pred.summary() + ".")
-        overlay = with_colorbar(overlay, scale, f"score {pred.score:.4f} (raw, no threshold)")
-        if use != "lite":  # lite's one-image note is the one above
-            msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
-        npy = out / f"{stem}_map.npy"
-        png = out / f"{stem}_map.png"
-        atomic_save_npy(npy, np.asarray(amap, dtype=np.float32))
-        atomic_save_png(png, map_to_png(amap))
+        if meth.needs_references:
+            msg.append(_one_image_note(meth))
+        msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
+        png = OutputNames.file(out, stem, "map_png")
+        atomic_save_png(png, map_to_png(pred.anomaly_map_full))
+        files = [str(res.files["map"]), str(png), str(res.files["panels"]), str(res.files["json"])]
+        sal = pred.saliency if "saliency" in meth.panels else None
         sal_img = heat_overlay(rgb, sal) if sal is not None else None
-        return overlay, sal_img, rows, "\n\n".join(msg), [str(npy), str(png)]
+        return res.pictures["panels"], sal_img, rows, "\n\n".join(msg), files
     except Exception as e:  # shown in the UI, not a crash of the server
         log.exception("run failed")
         return None, None, [], f"**Error:** {e}", None
+
+
+def upload_check(runner: Runner, path: Optional[str], sample: Optional[str] = None):
+    """What the UI shows as soon as a file is uploaded (or a sample picked): (preview, message).
+    Not an image, too large or corrupt: no preview and saa's one-line message."""
+    from .samples import SAMPLES_DIR
+
+    src = path or (str(SAMPLES_DIR / sample) if sample else None)
+    if not src:
+        return None, ""
+    try:
+        rgb = runner.image(src)
+    except InputRejected as e:
+        return None, f"**Rejected:** {e}"
+    except OSError as e:
+        return None, f"**Rejected:** {Path(src).name}: cannot read ({e.strerror or e})"
+    h, w = rgb.shape[:2]
+    s = min(1.0, PREVIEW_SIDE / max(h, w))
+    preview = rgb if s == 1.0 else _resize(rgb, s)
+    return preview, f"{Path(src).name}: {w}x{h} image, ready: press **Run**."
+
+
+def _resize(rgb: np.ndarray, s: float) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
 
-    from .samples import SAMPLES_DIR, default_config_path, sample_images
+    from .image_io import _limit_text, max_pixels
+    from .samples import AUTO, SAMPLES_DIR, default_config_path, method_choices, sample_images
 
     runner = Runner(overrides)
     configs = config_choices()
@@ -210,21 +299,28 @@ def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
         configs.insert(0, first)
     cats = runner.categories(first)
     samples = [p.name for p in sample_images(SAMPLES_DIR)]
+    limit = max_pixels() if MAX_PIXELS is None else int(MAX_PIXELS)
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no Google Fonts
 
     with gr.Blocks(title="saa — zero-shot anomaly segmentation", theme=theme, analytics_enabled=False) as app:
         gr.Markdown("## saa — zero-shot anomaly segmentation (SAA+)\nEverything runs on this machine.")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="image (≤ 50 MB, ≤ 100 Mpx)", type="filepath", sources=["upload"],
-                                 elem_id="input-image")
+                # a plain file upload: saa checks the file itself (type, size, pixels, decodable) and says
+                # what is wrong in one line, instead of an image widget failing before saa sees it
+                image = gr.File(label=f"image (PNG, JPEG, BMP, TIFF or WebP; ≤ {_mb(MAX_FILE_BYTES)}"
+                                      + (f", ≤ {_limit_text(limit)}" if limit else "") + ")",
+                                file_count="single", type="filepath", elem_id="input-image")
+                preview = gr.Image(label="the image", type="numpy", interactive=False, elem_id="input-preview",
+                                   format="png", height=260)
                 sample = gr.Dropdown(choices=[""] + samples, value="", label="…or a bundled sample",
                                      elem_id="sample")
                 cfg_dd = gr.Dropdown(choices=configs, value=first, label="dataset preset config", elem_id="config")
                 cat_dd = gr.Dropdown(choices=cats + [CUSTOM], value=(cats[0] if cats else CUSTOM),
                                      label="category", elem_id="category")
-                method = gr.Radio(["auto", "full", "lite"], value="auto", label="method",
-                                  info="auto: full SAA+ when its model files exist, else lite (saliency only)")
+                method = gr.Radio(method_choices(), value=AUTO, label="method", elem_id="method",
+                                  info="auto: full SAA+ (saa) when its model files exist, else lite (saliency "
+                                       "only); every registered method is listed")
                 with gr.Accordion("custom part (category = custom)", open=False):
                     obj = gr.Textbox(label="object word", placeholder="metal bracket")
                     with gr.Row():
@@ -236,33 +332,39 @@ def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
                 run_btn = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
                 msg = gr.Markdown(elem_id="message")
-                overlay = gr.Image(label="anomaly map + regions", type="numpy", interactive=False,
-                                   elem_id="result-image", format="png")
+                # no label badge over the picture: it would hide the score line at its top
+                overlay = gr.Image(label="anomaly map + regions", show_label=False, type="numpy",
+                                   interactive=False, elem_id="result-image", format="png")
                 saliency = gr.Image(label="saliency", type="numpy", interactive=False, elem_id="saliency-image",
                                     format="png")
                 table = gr.Dataframe(headers=["caption", "status", "score", "re-scored", "box xyxy"],
                                      label="regions", interactive=False, elem_id="regions")
-                files = gr.File(label="download the map (.npy float32, .png)", file_count="multiple",
-                                elem_id="downloads")
+                files = gr.File(label="download: the map (.npy float32, .png), the panels, the .json",
+                                file_count="multiple", elem_id="downloads")
         cfg_dd.change(lambda p: gr.update(choices=runner.categories(p) + [CUSTOM],
                                           value=(runner.categories(p) or [CUSTOM])[0]), cfg_dd, cat_dd)
-        def guess_category(path, cfg_path, current):
+
+        def checked(path, sample_name, cfg_path):
             from .samples import category_of_sample
 
-            if not path:
-                return gr.update()
-            found = category_of_sample(Path(path), runner.categories(cfg_path))
-            return gr.update(value=found) if found else gr.update()
+            shown, text = upload_check(runner, path, None if path else sample_name)
+            src = path or sample_name
+            found = category_of_sample(Path(src), runner.categories(cfg_path)) if src and shown is not None else None
+            return shown, text, (gr.update(value=found) if found else gr.update())
 
-        image.upload(guess_category, [image, cfg_dd, cat_dd], cat_dd)
-        sample.change(guess_category, [sample, cfg_dd, cat_dd], cat_dd)
+        image.upload(checked, [image, sample, cfg_dd], [preview, msg, cat_dd])
+        image.clear(lambda: (None, ""), None, [preview, msg])
+        sample.change(lambda name, cfg_path: checked(None, name, cfg_path), [sample, cfg_dd], [preview, msg, cat_dd])
         run_btn.click(lambda *a: run_once(runner, *a), [image, sample, cfg_dd, cat_dd, method, obj, n_obj, k, area, caps],
                       [overlay, saliency, table, msg, files])
     return app
 
 
 def launch(config: Optional[str] = None, overrides: Sequence[str] = (), host: str = "127.0.0.1",
-           port: int = 7860) -> None:
+           port: int = 7860, max_upload_mb: Optional[float] = None) -> None:
+    """Start the UI. ``max_upload_mb``: saa's upload limit (default 50); Gradio's own limit is set
+    four times higher, so that a file over saa's limit reaches saa and gets its message."""
+    global MAX_FILE_BYTES
     from .errors import SaaError
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -270,6 +372,10 @@ def launch(config: Optional[str] = None, overrides: Sequence[str] = (), host: st
         import gradio  # noqa: F401
     except ImportError:
         raise SaaError("the web UI needs Gradio: pip install -e '.[ui]'") from None
+    if max_upload_mb is not None:
+        if not (max_upload_mb > 0 and np.isfinite(max_upload_mb)):
+            raise SaaError(f"--max-upload-mb must be a positive number, got {max_upload_mb}")
+        MAX_FILE_BYTES = int(max_upload_mb * 2 ** 20)
     app = build_app(config, overrides)
     print(f"saa ui: http://{host}:{port}  (Ctrl+C to stop)", flush=True)
     import inspect
@@ -277,4 +383,4 @@ def launch(config: Optional[str] = None, overrides: Sequence[str] = (), host: st
     # gradio < 6 hides the API page with show_api=False; gradio 6 removed it (footer_links instead)
     no_api = {"show_api": False} if "show_api" in inspect.signature(app.launch).parameters else {"footer_links": []}
     app.queue().launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                       max_file_size="50mb", quiet=True, **no_api)
+                       max_file_size=4 * MAX_FILE_BYTES, quiet=True, **no_api)

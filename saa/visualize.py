@@ -83,17 +83,43 @@ def _fmt(v: float) -> str:
 
 
 def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
-             marks: Sequence[tuple[float, str]] = ()) -> np.ndarray:
+             marks: Sequence[tuple[float, str]] = (), over: Optional[float] = None,
+             under: Optional[float] = None) -> np.ndarray:
     """A vertical colour bar (RGB uint8, ``height`` rows, white background): the JET ramp of
     ``scale`` with ``ticks`` numbers from ``vmin`` (bottom) to ``vmax`` (top), ``scale.label``
-    below; ``marks``: ``(value, text)`` lines across the bar (e.g. the pixel threshold)."""
+    below; ``marks``: ``(value, text)`` lines across the bar (e.g. the pixel threshold).
+
+    ``over`` / ``under``: the map shown reaches beyond the scale (e.g. a normalised score above 1:
+    higher than anything in the run); the bar then gets an OPEN END there -- an arrow in the end
+    colour (such values are drawn in it) with the value reached written beside it."""
     height = max(40, int(height))
+    if over is not None or under is not None:
+        width = max(width, 74)
     out = np.full((height, width, 3), 255, np.uint8)
     top, bottom, bar_w = 8, height - 16, 12
+    if over is not None:
+        top += 16
+    if under is not None:
+        bottom -= 16
     n = max(2, bottom - top)
     ramp = np.linspace(1.0, 0.0, n, dtype=np.float32)[:, None].repeat(bar_w, axis=1)
     out[top:top + n, 2:2 + bar_w] = _jet(ramp)
     cv2.rectangle(out, (2, top), (1 + bar_w, top + n - 1), (0, 0, 0), 1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def arrow(tip_y: int, base_y: int, unit: float, value: float) -> None:
+        pts = np.array([[2, base_y], [1 + bar_w, base_y], [1 + bar_w // 2, tip_y]], np.int32)
+        color = tuple(int(v) for v in _jet(np.array([[unit]], np.float32))[0, 0])
+        cv2.fillPoly(out, [pts], color)
+        cv2.polylines(out, [pts], True, (0, 0, 0), 1)
+        text_y = max(9, min(height - 18, (tip_y + base_y) // 2 + 4))
+        cv2.putText(out, ("max " if unit else "min ") + _fmt(float(value)), (5 + bar_w, text_y), font, 0.3,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+
+    if over is not None:
+        arrow(top - 14, top - 2, 1.0, over)
+    if under is not None:
+        arrow(top + n + 13, top + n + 1, 0.0, under)
     lo, hi = float(scale.vmin), float(scale.vmax)
     tick_ys = []
     for i in range(ticks):
@@ -102,18 +128,53 @@ def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
         tick_ys.append(y)
         cv2.line(out, (2 + bar_w, y), (5 + bar_w, y), (0, 0, 0), 1)
         cv2.putText(out, _fmt(lo + f * (hi - lo)), (7 + bar_w, min(height - 18, max(10, y + 4))),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+                    font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
     for value, text in marks:
         if hi > lo and lo <= value <= hi:
             y = int(round(top + (1 - (value - lo) / (hi - lo)) * (n - 1)))
             cv2.line(out, (0, y), (3 + bar_w, y), PREDICTED_COLOR, 2)
             if text and all(abs(y - t) > 10 for t in tick_ys):  # never over a number of the scale
-                cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), font, 0.3,
                             PREDICTED_COLOR, 1, cv2.LINE_AA)
     if scale.label:
-        cv2.putText(out, scale.label[:12], (1, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        label = scale.label[:12] + (" open" if over is not None or under is not None else "")
+        cv2.putText(out, label, (1, height - 4), font, 0.32, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def beyond(amap: Optional[np.ndarray], scale: Optional[MapScale]) -> tuple[Optional[float], Optional[float]]:
+    """``(over, under)``: the largest / smallest value of ``amap`` when it lies beyond ``scale``'s
+    top / bottom (None where it does not): what the colour bar's open ends show."""
+    if amap is None or scale is None or not np.size(amap):
+        return None, None
+    a = np.asarray(amap)
+    hi, lo = float(np.nanmax(a)), float(np.nanmin(a))
+    tol = 1e-6 * max(1.0, abs(float(scale.vmax) - float(scale.vmin)))
+    return (hi if hi > float(scale.vmax) + tol else None), (lo if lo < float(scale.vmin) - tol else None)
+
+
+def legend_lines(verdict: Optional[str] = None, threshold: Optional[float] = None,
+                 pixel_threshold: Optional[float] = None, outlined: bool = False, scale: Optional[MapScale] = None,
+                 over: Optional[float] = None, under: Optional[float] = None) -> list[str]:
+    """What each mark of a picture comes from, one line each: the frame (the image verdict: the
+    image score against the IMAGE threshold), the magenta outline (pixels at or above the PIXEL
+    threshold: chosen on its own, so an OK part may show one and a DEFECT part none), and a colour
+    bar's open ends (map values beyond the scale)."""
+    lines = []
+    if verdict is not None and threshold is not None:
+        lines.append(f"frame {verdict}: image score vs image threshold {_fmt(float(threshold))}")
+    if outlined and pixel_threshold is not None:
+        lines.append(f"magenta outline: pixels >= pixel threshold {_fmt(float(pixel_threshold))} (its own "
+                     "threshold: an OK part may show one)")
+    if scale is not None and (over is not None or under is not None):
+        parts = []
+        if over is not None:
+            parts.append(f"up to {_fmt(over)}, above the scale's top {_fmt(float(scale.vmax))}")
+        if under is not None:
+            parts.append(f"down to {_fmt(under)}, below its bottom {_fmt(float(scale.vmin))}")
+        what = " (1 = the highest value of the run)" if scale.label == "normalised" and over is not None else ""
+        lines.append(f"map {' and '.join(parts)}{what}: drawn in the end colour, open colour bar")
+    return lines
 
 
 def draw_outline(rgb: np.ndarray, mask: Optional[np.ndarray], color: tuple[int, int, int] = PREDICTED_COLOR,
@@ -367,12 +428,16 @@ def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray]
         imgs = {k: draw_outline(v, defect_mask) for k, v in imgs.items()}
     bars = {}
     bar_h = height + 22
+    over, under = beyond(amap, scale) if "anomaly_map" in imgs else (None, None)
     if scale is not None and "anomaly_map" in imgs:
         marks = [(float(pixel_threshold), "px thr")] if pixel_threshold is not None else []
-        bars["anomaly_map"] = colorbar(bar_h, scale, marks=marks)
+        bars["anomaly_map"] = colorbar(bar_h, scale, marks=marks, over=over, under=under)
     if "saliency" in imgs and sal is not None:
         bars["saliency"] = colorbar(bar_h, MapScale(0.0, float(np.max(sal)) or 1.0, "saliency"))
     strip = compose(imgs, height, bars=bars, frame=verdict_color(verdict) if verdict else None)
+    for line in reversed(legend_lines(verdict, threshold, pixel_threshold, defect_mask is not None and
+                                      bool(np.any(defect_mask)), scale, over, under)):
+        strip = banner(strip, line, NEUTRAL_COLOR, height=18)
     text = verdict_text(score if score is not None else getattr(prediction, "score", None), verdict, threshold,
                         scale.label if scale is not None else "")
     return banner(strip, text, verdict_color(verdict))

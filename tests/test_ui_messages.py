@@ -54,3 +54,59 @@ def test_lite_message_says_single_image(small_image, tmp_path, monkeypatch):
     overlay, sal, rows, message, files = _run(Runner(), small_image, "lite")
     assert overlay is not None and sal is None and rows == []
     assert "single-image saliency" in message, message
+
+
+def test_upload_check_and_run_decode_once_and_say_what_is_wrong(tmp_path, small_image, monkeypatch):
+    """The upload check decodes the image (and keeps it for the run button: one decode in all); a
+    non-image, an oversize or a corrupt file gets saa's one-line message naming the file, not the
+    upload folder; a registered plug-in runs from the UI's method choice."""
+    import saa.image_io as io_
+    from saa import ui
+    from saa.methods import Method, register_method, unregister_method
+    from saa.prediction import Prediction
+
+    class ToyUi(Method):
+        name = "toy_ui"
+        panels = ("image", "anomaly_map")
+
+        def fingerprint(self, category, references=None):
+            return "toy-ui"
+
+        def predict(self, rgb, category, *, bank=None, index=None):
+            full = rgb[:, :, 0].astype(np.float32) / 255.0
+            size = int(self.config.out_size)
+            return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
+                              method=self.name, method_label="toy ui", has_regions=False)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    decoded = []
+    real = io_._decode
+    monkeypatch.setattr(io_, "_decode", lambda p, kind, warn_orientation=True: decoded.append(str(p))
+                        or real(p, kind, warn_orientation))
+    runner = ui.Runner([f"models.weights_dir={tmp_path / 'none'}"])
+    preview, text = ui.upload_check(runner, str(small_image))
+    assert preview.shape == (96, 96, 3) and "96x96 image, ready" in text
+    register_method(ToyUi)
+    try:
+        picture, sal, rows, message, files = _run(runner, small_image, "toy_ui")
+    finally:
+        unregister_method(ToyUi.name)
+    assert decoded == [str(small_image)]  # once, at the upload check
+    assert picture is not None and sal is None and rows == []
+    assert "TOY_UI METHOD (chosen with the method choice toy_ui)" in message and "toy ui: score" in message
+    assert np.load(files[0]).shape == (96, 96)
+    upload = tmp_path / "gradio" / "0123abcd"
+    upload.mkdir(parents=True)
+    (upload / "notes.png").write_text("not an image")
+    (upload / "cut.png").write_bytes(small_image.read_bytes()[:200])
+    monkeypatch.setattr(ui, "MAX_FILE_BYTES", 100)
+    (upload / "big.png").write_bytes(small_image.read_bytes()[:8] + bytes(200))
+    for name, said in (("notes.png", "notes.png is not an image file"), ("big.png", "big.png: 208 bytes is over the "
+                                                                                      "100 bytes limit"),
+                       ("cut.png", "cut.png: not a readable image")):
+        if name == "cut.png":
+            monkeypatch.setattr(ui, "MAX_FILE_BYTES", 50 * 2 ** 20)
+        preview, text = ui.upload_check(runner, str(upload / name))
+        assert preview is None and text.startswith("**Rejected:** ") and said in text, text
+        assert str(upload) not in text and len(text.splitlines()) == 1
+        assert _run(runner, upload / name, "lite")[3] == text  # the run button says the same

@@ -1,15 +1,15 @@
-"""``saa demo``: the method on a few bundled real images, overlays + a small HTML report.
+"""``saa demo``: a method on a few bundled real images, overlays + a small HTML report.
 
-Runs the full SAA+ pipeline when the model files of the config exist, otherwise the lite method
-(:mod:`saa.lite`: saliency-only maps from the packaged EfficientNet-Lite0, no detector, no SAM), and
-says so in the console and in the report, with the missing files and ``bash install.sh``.
+``--method auto`` runs the full SAA+ pipeline when the model files of the config exist, otherwise
+the lite method (:mod:`saa.lite`: saliency-only maps from the packaged EfficientNet-Lite0, no
+detector, no SAM), and says so in the console and in the report, with the missing files and
+``bash install.sh``; any registered method can be named. The images of each category go through
+:func:`saa.run.few.run_few` (one colour scale per category).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import numpy as np
 
 from ..samples import (DEFAULT_CONFIG, REPO, SAMPLES_DIR, category_of_sample, choose_method,  # noqa: F401
                        default_config_path, lite_message, missing_model_files, sample_images)
@@ -22,18 +22,22 @@ def register(sub) -> None:
     p = sub.add_parser(
         "demo", help="run on the bundled sample images, write overlays + an HTML report",
         description="Segment the real sample images in assets/samples/ (or --images) and write, per image, "
-                    "<stem>_panels.png, <stem>_overlay.png and <stem>.npy, plus report.html, to --out. "
-                    "Uses the full SAA+ pipeline when the config's model files exist; otherwise the lite "
-                    "method (saliency only), and says so.")
+                    "<stem>_panels.png, <stem>_overlay.png, <stem>.npy (the map at the image size, float32) and "
+                    "<stem>.json (score, verdict, regions), plus report.html, to --out. With --method auto "
+                    "(default) it uses the full SAA+ pipeline when the config's model files exist, otherwise the "
+                    "lite method (saliency only), and says so.")
     p.add_argument("--config", default=None, metavar="YAML", help=f"config file (default {DEFAULT_CONFIG})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--device", default=None, help="shortcut for --set models.device=DEVICE")
-    p.add_argument("--method", choices=("auto", "full", "lite"), default="auto",
-                   help="full SAA+, lite (saliency only, no big model files) or auto (full if the files exist)")
+    p.add_argument("--method", default="auto", metavar="NAME",
+                   help="auto (the full SAA+ method when its model files exist, else lite), saa (full SAA+; "
+                        "'full' is the same), lite (saliency only, no big model files) or any other registered "
+                        "method (a plug-in); an unknown name lists them all")
     p.add_argument("--out", default="saa_demo", metavar="DIR", help="output folder (default ./saa_demo)")
     p.add_argument("--images", nargs="+", default=None, metavar="IMG",
-                   help="other images (named <category>_*.ext, else --category)")
+                   help="other images: files, folders or quoted glob patterns, each file once (named "
+                        "<category>_*.ext, else --category)")
     p.add_argument("--category", default=None, help="category for images whose name does not start with one")
     p.add_argument("--thresholds-from", dest="thresholds_from", default=None, metavar="RUN_DIR",
                    help="verdicts (OK / DEFECT) and defect outlines from the thresholds a labelled `saa run` of the "
@@ -42,41 +46,45 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import cv2
-
     from ..config import load_config
     from ..errors import SaaError
-    from ..image_io import atomic_save_npy, atomic_save_png, atomic_write_text, read_rgb
+    from ..image_io import atomic_write_text
     from ..report import esc, html_page, img_tag, versions_html
     from ..run import make_method
-    from ..verdict import load_decision, predicted_mask
-    from ..visualize import MapScale, prediction_overlay, prediction_panels
+    from ..run.few import FewInput, FewOptions, OutputNames, display_name, expand_images, run_few
+    from ..samples import method_note, require_model_files
+    from ..verdict import load_decision
 
     cfg_path = Path(args.config) if args.config else default_config_path()
     cfg = load_config(cfg_path, overrides_of(args, with_method=False))
     missing = missing_model_files(cfg)
     method = choose_method(args.method, missing)
-    images = [Path(p) for p in args.images] if args.images else sample_images()
+    notes = []
+    if args.images:
+        found = expand_images(args.images)
+        notes += found.notes()
+        images = found.paths
+    else:
+        images = [str(p) for p in sample_images()]
     if not images:
         raise SaaError(f"no sample image found in {SAMPLES_DIR}")
-    groups: dict[str, list[Path]] = {}
+    groups: dict[str, list[str]] = {}
     for p in images:
-        cat = category_of_sample(p, list(cfg.categories)) or args.category
+        cat = category_of_sample(Path(p), list(cfg.categories)) or args.category
         if cat is None:
-            raise SaaError(f"{p}: cannot tell the category from the file name; name it <category>_... "
+            raise SaaError(f"{display_name(p)}: cannot tell the category from the file name; name it <category>_... "
                            f"or pass --category (categories: {', '.join(cfg.categories)})")
         cfg.category(cat)
         groups.setdefault(cat, []).append(p)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meth = make_method(cfg.model_copy(update={"method": method}))
-
-    notes = []
-    if method == "lite":
-        notes.append(lite_message(missing) if missing else
-                     "LITE METHOD (chosen with --method lite): saliency-only anomaly maps, no regions.")
-        print(notes[-1])
-    else:
+    require_model_files(meth)  # a plug-in's missing files, all named at once
+    note = method_note(args.method, method, missing, meth)
+    if note:
+        notes.insert(0, note)
+    for n in notes:
+        print(n)
+    if not note:
         print(f"{meth.label}, config {cfg_path}")
 
     decisions = {}
@@ -94,55 +102,51 @@ def run(args) -> int:
                          "here; the run's thresholds were set on the run's image set, so these verdicts hold only "
                          "for a set like it (see docs/verdicts.md, Limits)")
             print("note: " + notes[-1])
-    sections = []
     meth.load()
+    options = FewOptions(panels=tuple(k for k in ("image", "anomaly_map", "saliency", "boxes") if k in meth.panels),
+                         map_file="full", saliency_file=False)
+    names = OutputNames()
+    sections, failed = [], []
     for cat, paths in groups.items():
-        rgbs = [read_rgb(p) for p in paths]
-        bank = None
-        if meth.needs_references and len(rgbs) > 1:  # the category's images are each other's references
-            bank = meth.bank_from_features([meth.reference_features(rgb) for rgb in rgbs])
-        preds = [meth.predict(rgb, cat, bank=bank, index=i if bank is not None else None)
-                 for i, rgb in enumerate(rgbs)]
         decision = decisions.get(cat)
-        norm = decision.normalisation if decision is not None else None
-        if norm is None:  # one colour scale for the category: the joint range of its raw maps
-            scale = MapScale.of([pr.anomaly_map_full for pr in preds], "raw")
-        else:
-            scale = MapScale(0.0, 1.0, "normalised")
-        sections.append(f"<h2>{esc(cat)}</h2><p class=\"small\">{len(paths)} image(s) on one colour scale "
+        summaries = {}
+
+        def said(res, cat=cat) -> None:
+            summary = res.prediction.summary() + (" (green kept, grey/red dropped)" if res.prediction.has_regions
+                                                  else "")
+            if res.verdict:
+                summary = (f"{res.verdict} ({res.scale} score {res.score:.4f}, threshold {res.image_threshold:.4g}); "
+                           + summary)
+            summaries[res.input.stem] = summary
+            print(f"{res.input.name} [{cat}]: {summary} -> {display_name(out / (res.input.stem + '_panels.png'))}")
+
+        inputs = [FewInput(p, names.stem_for(p), name=display_name(p)) for p in paths]
+        outcome = run_few(meth, cat, inputs, out=out, decision=decision, options=options, on_result=said)
+        failed += [inp.name for inp, _ in outcome.failed]
+        scale = outcome.scale
+        if scale is None:
+            continue
+        # one colour scale per category: the run's normalised one, or the joint range of its raw maps
+        sections.append(f"<h2>{esc(cat)}</h2><p class=\"small\">{len(outcome.results)} image(s) on one colour scale "
                         f"({esc(scale.label)} {scale.vmin:.4g} to {scale.vmax:.4g})"
                         + (f"; thresholds from <code>{esc(decision.source)}</code>" if decision else
                            "; no threshold given (--thresholds-from RUN_DIR), so no verdict") + "</p>")
-        for p, rgb, pred in zip(paths, rgbs, preds):
-            shown, score, verdict, mask, thr = pred.anomaly_map_full, pred.score, None, None, None
-            if decision is not None:
-                nm, sc = norm.apply([pred.anomaly_map])
-                score, verdict, thr = float(sc[0]), decision.verdict(float(sc[0])), decision.image_threshold
-                mask = predicted_mask(nm[0], decision.pixel_threshold, rgb.shape[:2])
-                shown = cv2.resize(nm[0], (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            panels = prediction_panels(rgb, pred, panels=[k for k in ("image", "anomaly_map", "saliency", "boxes")
-                                                          if k in meth.panels],
-                                       scale=scale, anomaly_map=shown, score=score, verdict=verdict, threshold=thr,
-                                       defect_mask=mask,
-                                       pixel_threshold=decision.pixel_threshold if decision is not None else None)
-            summary = pred.summary() + (" (green kept, grey/red dropped)" if pred.has_regions else "")
-            if verdict:
-                summary = f"{verdict} ({scale.label} score {score:.4f}, threshold {thr:.4g}); " + summary
-            stem = p.stem
-            atomic_save_npy(out / f"{stem}.npy", np.asarray(pred.anomaly_map_full, dtype=np.float32))
-            atomic_save_png(out / f"{stem}_overlay.png", prediction_overlay(rgb, pred, scale=scale, anomaly_map=shown,
-                                                                            defect_mask=mask))
-            atomic_save_png(out / f"{stem}_panels.png", panels)
-            print(f"{p} [{cat}]: {summary} -> {out / stem}_panels.png")
-            sections.append(f"<h3>{esc(p.name)} — {esc(cat)}</h3><p class=\"small\">{esc(summary)}</p>"
-                            + img_tag(panels, alt=f"panels of {p.name}"))
+        for res in outcome.results:
+            panels = res.files["panels"].read_bytes()
+            name = Path(res.input.name).name
+            sections.append(f"<h3>{esc(name)} — {esc(cat)}</h3><p class=\"small\">{esc(summaries[res.input.stem])}</p>"
+                            + img_tag(panels, alt=f"panels of {name}"))
+    folder = Path(images[0]).parent
     body = [f"<p>Method: <b>{esc(meth.label)}</b>; config "
-            f"<code>{esc(cfg_path)}</code>; images from <code>{esc(images[0].parent)}</code> "
+            f"<code>{esc(cfg_path)}</code>; images from <code>{esc(display_name(folder))}</code> "
             "(licences in its SOURCES.md).</p>"]
     body += [f"<p class=\"note\">{esc(n)}</p>" for n in notes]
     body += sections
     body.append("<h2>Versions</h2>" + versions_html())
-    title = "saa demo — " + ("full SAA+ method" if method == "saa" else f"{method.upper()} method")
+    title = f"saa demo — {meth.name.upper()} method: {meth.label}"
     atomic_write_text(out / "report.html", html_page(title, body))
-    print(f"report: {out / 'report.html'} (open it in a browser)")
+    print(f"report: {display_name(out / 'report.html')} (open it in a browser)")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: {', '.join(failed)}")
+        return 1
     return 0
