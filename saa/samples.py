@@ -1,8 +1,9 @@
 """The bundled sample images and the method choice of ``saa demo`` and the web UI: ``auto`` (the
 full method when its model files exist, else lite) or any registered method by name or alias.
 
-The names of the two methods ``auto`` chooses between are :data:`AUTO_DEFAULT` and
-:data:`AUTO_FALLBACK`; no other module of the commands or the UI names a method.
+The two methods ``auto`` chooses between are named by the method registry
+(:data:`saa.methods.DEFAULT_METHOD`, :data:`saa.methods.FALLBACK_METHOD`); no module of the
+commands or the UI names a method.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ SAMPLES_DIR = REPO / "assets" / "samples"
 DEFAULT_CONFIG = "configs/mvtec.yaml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-#: ``auto``: this method when its model files exist ...
-AUTO_DEFAULT = "saa"
-#: ... else this one (it needs no model file)
-AUTO_FALLBACK = "lite"
+# ``auto``: the registry's default method when its model files exist, else its fallback
+from .methods.registry import DEFAULT_METHOD as AUTO_DEFAULT  # noqa: E402
+from .methods.registry import FALLBACK_METHOD as AUTO_FALLBACK  # noqa: E402
+
 AUTO = "auto"
 
 __all__ = ["REPO", "SAMPLES_DIR", "DEFAULT_CONFIG", "AUTO", "AUTO_DEFAULT", "AUTO_FALLBACK", "sample_images",
@@ -121,13 +122,9 @@ def require_model_files(method) -> None:
     what, folders = None, None
     if cfg is not None:
         folders = cfg.weights_dirs()
-        if method.name == AUTO_DEFAULT:
-            from .methods.saa_plus import model_files
-
-            names = {str(cfg.resolve_path(p)): desc for desc, p in model_files(cfg)}
-            what = [names.get(p) for p in missing]
-    label = "the full method (SAA+)" if method.name == AUTO_DEFAULT else f"method {method.name}"
-    raise CheckpointError(missing_files_message(missing, what, folders, label))
+        names = {str(cfg.resolve_path(f.path)): f.what for f in method.model_files()}
+        what = [names.get(p) for p in missing]
+    raise CheckpointError(missing_files_message(missing, what, folders, method.display_name))
 
 
 def lite_message(missing: Sequence[str]) -> str:

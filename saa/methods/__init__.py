@@ -18,9 +18,9 @@ or, from an installed package, with an entry point in the group ``saa.methods``
 from __future__ import annotations
 
 from .base import Method, ModelFile, NoSettings
-from .registry import (ALIASES, BUILT_IN, DEFAULT_METHOD, available_methods, build_method, canonical_name,
+from .registry import (ALIASES, BUILT_IN, DEFAULT_METHOD, FALLBACK_METHOD, available_methods, build_method, canonical_name,
                        check_method_options, get_method, register_method, unregister_method)
 
 __all__ = ["Method", "ModelFile", "NoSettings", "register_method", "unregister_method", "get_method",
            "available_methods", "build_method", "canonical_name", "check_method_options", "ALIASES", "BUILT_IN",
-           "DEFAULT_METHOD"]
+           "DEFAULT_METHOD", "FALLBACK_METHOD"]

@@ -112,6 +112,11 @@ class Method(ABC):
     def needs_references(self) -> bool:
         return False
 
+    @property
+    def display_name(self) -> str:
+        """How messages name the method (e.g. ``the full method (SAA+) needs 3 model files``)."""
+        return f"method {self.name}"
+
     def describe(self) -> dict[str, Any]:
         """``name``, ``label``, ``preset`` (or None), ``settings`` (what the report lists) and
         ``summary`` (one sentence)."""

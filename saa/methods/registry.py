@@ -24,7 +24,7 @@ from ..config import ConfigError, SaaConfig
 from .base import Method
 
 __all__ = ["BUILT_IN", "ALIASES", "DEFAULT_METHOD", "register_method", "unregister_method", "get_method",
-           "available_methods", "build_method", "canonical_name", "check_method_options"]
+           "available_methods", "build_method", "canonical_name", "check_method_options", "FALLBACK_METHOD"]
 
 log = logging.getLogger("saa.methods")
 
@@ -35,8 +35,11 @@ BUILT_IN: dict[str, str] = {
 }
 #: old names that keep working
 ALIASES = {"full": "saa"}
-#: the method of a config that names none
+#: the method of a config that names none (and the one ``auto`` takes when its model files exist)
 DEFAULT_METHOD = "saa"
+#: what ``auto`` (saa demo, the web UI) takes when the default method's model files are missing:
+#: a method that needs no model file to download
+FALLBACK_METHOD = "lite"
 
 _REGISTRY: dict[str, type[Method]] = {}
 _entry_points_loaded = False

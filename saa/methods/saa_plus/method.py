@@ -93,6 +93,10 @@ class SaaMethod(Method):
         return f"SAA+ (preset {self.config.preset})"
 
     @property
+    def display_name(self) -> str:
+        return "the full method (SAA+)"
+
+    @property
     def needs_references(self) -> bool:
         return self.pipeline.cross_image
 
