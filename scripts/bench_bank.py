@@ -7,8 +7,8 @@ the number of positions, not on where they come from). Queries: the 31 bottle te
 900 PNG, already decoded), each scored with :meth:`saa.bank.ReferenceBank.predict` exactly as a
 user's query is (features of the query, the nearest search, the map at image and out_size).
 
-Per bank and torch thread count: build time (features, coreset), the bank's kept positions and
-their memory, seconds per query (mean and max over the queries after one warm-up) split into the
+Per bank: build time (features, coreset; ``--build-threads``, default 1), the bank's kept positions
+and their size; per torch thread count (``--threads``): seconds per query (mean and max over the queries after one warm-up) split into the
 query's features, the search (``scores_for``) and the rest, and the growth of the peak resident
 memory during the queries. ``--all-positions``: also the 200-image bank without a coreset (every
 position searched; a few queries only). The JSON records the machine, its load average and the date.
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="torch thread counts to measure (default 1,2)")
     ap.add_argument("--sizes", default="10,200", help="bank sizes (images)")
+    ap.add_argument("--build-threads", dest="build_threads", type=int, default=1, help="torch threads of the builds")
     ap.add_argument("--all-positions", action="store_true", help="also the 200 bank with every position (5 queries)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -119,19 +120,21 @@ def main(argv=None) -> int:
             variants.append((200, 0))
         for n, mp in variants:
             refs = references(train, tmp, n)
+            torch.set_num_threads(args.build_threads)
+            folder = tmp / f"bank_{n}_{mp}"
+            t = time.perf_counter()
+            kw = {} if mp is None else {"max_positions": mp}
+            bank = build_bank(method, "bottle", refs, folder, **kw)
+            build = time.perf_counter() - t
+            sc = bank.manifest.scoring
+            built = {"references": len(bank), "positions_total": sc.positions_total,
+                     "positions_kept": sc.positions_kept, "build_threads": args.build_threads,
+                     "coreset_seconds": sc.coreset.seconds if sc.coreset else 0.0, "build_seconds": round(build, 2),
+                     "bank_positions_mib": round((folder / "positions.npy").stat().st_size / 2 ** 20, 2),
+                     "bank_folder_mib": round(sum(p.stat().st_size for p in folder.iterdir()) / 2 ** 20, 2)}
             for th in [int(t) for t in args.threads.split(",")]:
                 torch.set_num_threads(th)
-                folder = tmp / f"bank_{n}_{mp}_{th}"
-                t = time.perf_counter()
-                kw = {} if mp is None else {"max_positions": mp}
-                bank = build_bank(method, "bottle", refs, folder, **kw)
-                build = time.perf_counter() - t
-                sc = bank.manifest.scoring
-                entry = {"references": len(bank), "threads": th, "positions_total": sc.positions_total,
-                         "positions_kept": sc.positions_kept, "coreset_seconds": sc.coreset.seconds if sc.coreset else 0.0,
-                         "build_seconds": round(build, 2),
-                         "bank_positions_mib": round((folder / "positions.npy").stat().st_size / 2 ** 20, 2),
-                         "bank_folder_mib": round(sum(p.stat().st_size for p in folder.iterdir()) / 2 ** 20, 2)}
+                entry = dict(built, threads=th)
                 entry.update(query_times(method, bank, queries, 5 if mp == 0 else None))
                 entry["load_average"] = list(os.getloadavg())
                 res["runs"].append(entry)

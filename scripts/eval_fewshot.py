@@ -11,15 +11,17 @@ Sets:
 
 * ``bottle``: MVTec bottle, 31 test images (10 good, 21 defective), references from ``train/good``
   named by the SAA+ authors' seed lists (``shared/fewshot/seeds_mvtec/bottle``), k = 1, 5, 10 and
-  seed runs 0-2 (mean and spread), plus all 29 training images with the default coreset and with
-  every position kept;
+  seed runs 0-2 (mean and spread), the same references scored with lite's transductive rule
+  (``per_image``) instead of the bank's nearest search, plus all 29 training images with coresets
+  of ``--positions`` positions (0: every position kept);
 * ``mtd``: magnetic tiles; the references are 10 of the 100 good ``MT_Free`` images (run r: the
   ``r``-th, ``r + 10``-th, ... in name order, r = 0-2); evaluated on the 462 images no run uses as a
   reference (70 good, 392 defective), the transductive row on the same 462;
 * ``--augmented``: bottle against 200 references made of the 29 training images under the 8
-  flips / quarter turns (coreset against all positions; slow: about 2 s per query with all).
+  flips / quarter turns, with the same ``--positions`` (slow: about 2 s per query with all).
 
     python scripts/eval_fewshot.py --out fewshot.json [--sets bottle,mtd] [--augmented] [--threads 1]
+        [--positions 4096,10240,16384,0]
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from saa.bank import build_bank  # noqa: E402
+from saa.bank import DEFAULT_MAX_POSITIONS, build_bank  # noqa: E402
 from saa.config import load_config  # noqa: E402
 from saa.datasets import build_dataset, select_k_shot  # noqa: E402
 from saa.evaluation import category_maps_and_scale, category_metrics, resize_masks  # noqa: E402
@@ -88,6 +90,17 @@ def with_bank(method, ds, cat, samples, refs, tmp: Path, **build) -> tuple[dict,
     return metrics(ds, samples, maps, sizes), dt, info
 
 
+def with_rule(method, ds, cat, samples, refs) -> dict:
+    """The references as lite's own bank (its transductive rule: per_image, <= 32 others), queries outside it."""
+    bank = method.bank_from_features([method.reference_features(read_rgb(p)) for p in refs])
+    maps, sizes = [], []
+    for s in samples:
+        rgb = read_rgb(s.image_path)
+        maps.append(method.predict(rgb, cat, bank=bank, index=None).anomaly_map)
+        sizes.append(rgb.shape[:2])
+    return metrics(ds, samples, maps, sizes)
+
+
 def summarise(runs: list[dict]) -> dict:
     return {k: {"mean": round(float(np.mean([r[k] for r in runs])), 2), "std": round(float(np.std([r[k] for r in runs])), 2)}
             for k in KEYS}
@@ -116,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default="bottle,mtd")
     ap.add_argument("--augmented", action="store_true", help="also bottle against 200 flipped / turned references")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--positions", default=f"{DEFAULT_MAX_POSITIONS},0",
+                    help="max_positions of the banks of all references (0 = every position; default: the default, 0)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -148,16 +163,21 @@ def main(argv=None) -> int:
                     runs.append(mm)
                     infos.append(dict(info, run=run, ids=list(sel.ids), metrics=mm))
                 row("bottle", f"bank k={k} (seed runs 0-2)", summarise(runs), {"runs": infos})
-            for label, mp in (("bank all 29 train, coreset 16384 (default)", None), ("bank all 29 train, all positions", 0)):
-                kw = {} if mp is None else {"max_positions": mp}
-                mm, _, info = with_bank(method, ds, "bottle", test, [s.image_path for s in train], tmp, **kw)
-                row("bottle", label, mm, info)
+                if k > 1:  # the same references with lite's transductive rule (per_image, <= 32 others)
+                    runs = []
+                    for run in (0, 1, 2):
+                        sel = select_k_shot(train, SEEDS, k, run, "bottle")
+                        runs.append(with_rule(method, ds, "bottle", test, [s.image_path for s in sel.samples]))
+                    row("bottle", f"k={k}, lite's per_image rule instead", summarise(runs))
+            sizes = [int(v) for v in args.positions.split(",")]
+            groups = [("all 29 train", [s.image_path for s in train])]
             if args.augmented:
-                refs = augmented_refs([s.image_path for s in train], tmp)
-                for label, mp in (("bank 200 augmented, coreset 16384 (default)", None), ("bank 200 augmented, all positions", 0)):
-                    kw = {} if mp is None else {"max_positions": mp}
-                    mm, _, info = with_bank(method, ds, "bottle", test, refs, tmp, **kw)
-                    row("bottle", label, mm, info)
+                groups.append(("200 augmented", augmented_refs([s.image_path for s in train], tmp)))
+            for name, refs in groups:
+                for mp in sizes:
+                    what = "every position" if mp == 0 else f"coreset {mp}" + (" (default)" if mp == DEFAULT_MAX_POSITIONS else "")
+                    mm, _, info = with_bank(method, ds, "bottle", test, refs, tmp, max_positions=mp)
+                    row("bottle", f"bank {name}, {what}", mm, info)
         if "mtd" in args.sets.split(","):
             ds = build_dataset("mtd", MTD)
             allx = ds.samples("mtd")
