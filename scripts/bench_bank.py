@@ -7,7 +7,8 @@ the number of positions, not on where they come from). Queries: the 31 bottle te
 900 PNG, already decoded), each scored with :meth:`saa.bank.ReferenceBank.predict` exactly as a
 user's query is (features of the query, the nearest search, the map at image and out_size).
 
-Per bank: build time (features, coreset; ``--build-threads``, default 1), the bank's kept positions
+``cpu_seconds_per_query``: the processor time the query used (all its threads): on a machine shared
+with other jobs the wall time grows with the load, this much less. Per bank: build time (features, coreset; ``--build-threads``, default 1), the bank's kept positions
 and their size; per torch thread count (``--threads``): seconds per query (mean and max over the queries after one warm-up) split into the
 query's features, the search (``scores_for``) and the rest, and the growth of the peak resident
 memory during the queries. ``--all-positions``: also the 200-image bank without a coreset (every
@@ -78,20 +79,23 @@ def query_times(method, bank, queries, limit=None) -> dict:
     qs = queries if limit is None else queries[:limit]
     bank.predict(method, qs[0][1], "bottle")  # warm-up
     before = peak_mib()
-    total, feats, search = [], [], []
+    total, feats, search, cpu = [], [], [], []
     for path, rgb in qs:
         t0 = time.perf_counter()
         f = method.reference_features(rgb)
         t1 = time.perf_counter()
         bank.scores_for(f)
         t2 = time.perf_counter()
+        c2 = time.process_time()
         bank.predict(method, rgb, "bottle", path=path)
+        cpu.append(time.process_time() - c2)
         t3 = time.perf_counter()
         feats.append(t1 - t0)
         search.append(t2 - t1)
         total.append(t3 - t2)
     return {"queries": len(qs), "seconds_per_query": round(float(np.mean(total)), 4),
             "seconds_per_query_max": round(float(np.max(total)), 4),
+            "cpu_seconds_per_query": round(float(np.mean(cpu)), 4),
             "seconds_features": round(float(np.mean(feats)), 4), "seconds_search": round(float(np.mean(search)), 4),
             "seconds_rest": round(float(np.mean(total) - np.mean(feats) - np.mean(search)), 4),
             "peak_rss_growth_mib": round(peak_mib() - before, 1)}

@@ -199,9 +199,11 @@ def calibrate_bank(bank: ReferenceBank, method, images: Optional[Sequence[Union[
         if pixel_false_alarm_rate is not None:
             pixels.append(np.asarray(pred.anomaly_map, dtype=np.float32).ravel())
     if mode == "leave-one-out":
-        notes.append("leave-one-out: each reference was scored against the other references; with a coreset its own "
-                     "kept positions are left out, which makes these scores slightly higher than a new good part's "
-                     "(the thresholds err towards fewer false alarms); separate good images (--images) are better")
+        how = ("its own kept positions left out of the coreset, which leaves its neighbourhood less covered"
+               if bank.manifest.scoring.coreset is not None else "one reference fewer than a new part gets")
+        notes.append(f"leave-one-out: each reference was scored against the other references ({how}): these scores "
+                     "come out a little higher than a new good part's, so the thresholds err towards fewer false "
+                     "alarms; separate good images (--images) are better")
     cal = calibration_from_scores(
         scores, bank_id=bank.manifest.bank_id, fingerprint=bank.manifest.method.fingerprint, mode=mode, names=names,
         shas=shas, false_alarm_rate=false_alarm_rate, review_rate=review_rate,
