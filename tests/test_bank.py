@@ -5,6 +5,7 @@ requested false-alarm rate, the greedy coreset, and the command line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -463,6 +464,16 @@ def test_build_inputs_and_output_folder_rules(tmp_path, toy, capsys):
     assert main(base + ["--out", str(out), str(tmp_path / "good" / "b"), "--force"]) == 0
     assert [r.name for r in ReferenceBank.open(out).manifest.images] == ["b000.png", "b001.png"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bank.")]  # no temporary folder left
+    # a file name that is not UTF-8: kept (read back the same), shown with escapes
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    name = os.fsdecode(b"\xff\xfe.png")
+    shutil.copyfile(refs[0], odd / name)
+    assert main(base + ["--out", str(tmp_path / "oddbank"), str(odd)]) == 0
+    assert [r.name for r in ReferenceBank.open(tmp_path / "oddbank").manifest.images] == [name]
+    capsys.readouterr()
+    assert main(["bank", "show", str(tmp_path / "oddbank")]) == 0
+    assert "\\xff\\xfe.png" in capsys.readouterr().out
     for extra, words in ((["--k-shot", "1", str(refs[0])], "add --from-dataset"),
                          ([str(refs[0]), "--from-dataset"], "not both"), ([], "no good image")):
         assert main(base + ["--out", str(tmp_path / "x")] + extra) == 1

@@ -26,7 +26,7 @@ from ..saliency.cross import _as_grid, global_descriptors
 from .coreset import greedy_coreset, random_projection
 from .identity import file_sha256, method_record, pixels_sha256
 from .records import (MANIFEST, BankError, BankManifest, CoresetRecord, ImageRecord, KShotRecord, ScoringRecord,
-                      record_json)
+                      record_json, shown)
 from .store import CONFIG, DESCRIPTORS, ORIGIN, POSITIONS, README, ReferenceBank
 
 __all__ = ["build_bank", "DEFAULT_MAX_POSITIONS", "CORESET_DIMS", "CORESET_SEED", "describe_bank"]
@@ -263,4 +263,4 @@ def describe_bank(manifest: BankManifest, calibration) -> str:
         for note in c.notes:
             lines.append(f"  note: {note}")
     lines.append(f"bank id {m.bank_id}")
-    return "\n".join(lines) + "\n"
+    return shown("\n".join(lines) + "\n")

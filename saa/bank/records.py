@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -16,7 +17,7 @@ from ..verdict import DEFECT, OK
 
 __all__ = ["REVIEW", "VERDICTS", "bank_verdict", "BankError", "BANK_FORMAT", "MANIFEST", "CALIBRATION", "ModelFileRecord", "MethodRecord", "ImageRecord",
            "KShotRecord", "CoresetRecord", "ScoringRecord", "BankManifest", "CalibrationImage", "Calibration",
-           "read_record", "record_json"]
+           "read_record", "record_json", "shown"]
 
 #: version of the folder layout (a bank of another version is refused)
 BANK_FORMAT = 1
@@ -191,7 +192,19 @@ def bank_verdict(score: float, calibration: "Calibration") -> str:
 
 
 def record_json(record: BaseModel) -> str:
-    return json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n"
+    """The record as JSON text; file names that are not UTF-8 (lone surrogates in Python) are
+    written as ``\\udcXX`` escapes, so the file is valid UTF-8 and reads back to the same names."""
+    text = json.dumps(record.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n"
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shown(text: str) -> str:
+    """``text`` printable as UTF-8 (undecodable file-name bytes as ``\\xNN``)."""
+    try:
+        data = str(text).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        data = str(text).encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")
 
 
 def _first_error(e: ValidationError) -> str:

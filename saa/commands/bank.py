@@ -125,6 +125,7 @@ def _dataset_images(cfg, args):
 
 def run_build(args) -> int:
     from ..bank import DEFAULT_MAX_POSITIONS, BankError, build_bank
+    from ..bank.records import shown
     from ..bank.inputs import expand_inputs
 
     if args.images and args.from_dataset:
@@ -149,9 +150,9 @@ def run_build(args) -> int:
     m, s = bank.manifest, bank.manifest.scoring
     kept = (f"{s.positions_kept} of {s.positions_total} feature positions kept (greedy coreset, {s.coreset.seconds:.1f} s)"
             if s.coreset is not None else f"all {s.positions_total} feature positions kept")
-    print(f"bank: {bank.folder} ({len(m.images)} reference image(s) of {m.category}, method {m.method.name}; {kept})")
+    print(shown(f"bank: {bank.folder} ({len(m.images)} reference image(s) of {m.category}, method {m.method.name}; {kept})"))
     for line in m.skipped:
-        print(f"left out: {line}")
+        print(shown(f"left out: {line}"))
     if m.kshot is not None:
         print(f"k-shot: k = {m.kshot.k}, seed run {m.kshot.run}: {' '.join(m.kshot.ids)}")
     print(f"next: saa bank calibrate {bank.folder} --images GOOD_IMAGES_NOT_IN_THE_BANK")
@@ -165,7 +166,7 @@ def run_show(args) -> int:
     if args.json:
         data = {"manifest": bank.manifest.model_dump(mode="json"),
                 "calibration": bank.calibration.model_dump(mode="json") if bank.calibration else None}
-        print(json.dumps(data, indent=1, ensure_ascii=False))
+        print(json.dumps(data, indent=1, ensure_ascii=True))
     else:
         print(describe_bank(bank.manifest, bank.calibration), end="")
     return 0
@@ -175,6 +176,7 @@ def run_calibrate(args) -> int:
     from ..bank import (DEFAULT_FALSE_ALARM_RATE, DEFAULT_PIXEL_FALSE_ALARM_RATE, BankError, ReferenceBank,
                         calibrate_bank)
     from ..bank.inputs import expand_inputs
+    from ..bank.records import shown
     from ..bank.store import CONFIG
 
     bank = ReferenceBank.open(args.bank)
@@ -191,7 +193,7 @@ def run_calibrate(args) -> int:
                          review_rate=args.review_rate,
                          pixel_false_alarm_rate=DEFAULT_PIXEL_FALSE_ALARM_RATE if args.pixel_rate is None else args.pixel_rate,
                          progress=args.progress and not getattr(args, "quiet", False))
-    print(f"calibration of {bank.folder} ({cal.mode}, {cal.n} good image(s)):")
+    print(shown(f"calibration of {bank.folder} ({cal.mode}, {cal.n} good image(s)):"))
     print(f"  DEFECT when score >= {cal.t_defect:.6g}: {cal.false_alarms} of {cal.n} good images (measured false-alarm "
           f"rate {cal.measured_far:.4f}, 95% interval {cal.far_ci95[0]:.4f}-{cal.far_ci95[1]:.4f}; expected on new good "
           f"parts like these: {cal.expected_far_new:.4f})")
@@ -200,5 +202,5 @@ def run_calibrate(args) -> int:
     if cal.pixel_threshold is not None:
         print(f"  pixel threshold {cal.pixel_threshold:.6g} (good-pixel false-alarm rate {cal.pixel_false_alarm_rate:g})")
     for note in cal.notes:
-        print(f"note: {note}")
+        print(shown(f"note: {note}"))
     return 0
