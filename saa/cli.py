@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import SaaError
 
-COMMAND_MODULES = ["predict", "run", "prepare", "report", "demo", "ui", "doctor"]
+COMMAND_MODULES = ["predict", "run", "bank", "prepare", "report", "demo", "ui", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,8 +21,9 @@ and :func:`validate_dataset` summarises a dataset for ``saa prepare check``.
 
 The package, one job per module: ``base`` (Sample, the base class, the registry), ``files`` (file
 listing, mask matching, file identity, the bounded folder glob), one module per layout family
-(``mvtec``: MVTec-AD and prepared VisA; ``visa_challenge``; ``ksdd2``; ``mtd``; ``folder``),
-``visa_prepare`` and ``check``. Importing the package registers every kind.
+(``mvtec``: MVTec-AD and prepared VisA; ``visa_challenge``; ``vand_kshot``: the VAND few-shot
+layout; ``ksdd2``; ``mtd``; ``folder``), ``kshot`` (k-shot references from seed lists), ``visa_prepare``
+and ``check``. Importing the package registers every kind.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from .ksdd2 import KSDD2Dataset
 from .mtd import MTDDataset
 from .mvtec import MVTEC_CATEGORIES, VISA_CATEGORIES, MVTecDataset, VisaPublicDataset
 from .visa_challenge import VisaChallengeDataset
+from .vand_kshot import VandKShotDataset
+from .kshot import KShotSelection, SeedLists, read_seed_lists, seed_file_for, select_k_shot
 from .visa_prepare import prepare_visa
 
 __all__ = [
@@ -54,6 +57,12 @@ __all__ = [
     "MVTecDataset",
     "VisaPublicDataset",
     "VisaChallengeDataset",
+    "VandKShotDataset",
+    "KShotSelection",
+    "SeedLists",
+    "read_seed_lists",
+    "seed_file_for",
+    "select_k_shot",
     "KSDD2Dataset",
     "MTDDataset",
     "FolderDataset",

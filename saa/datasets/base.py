@@ -260,7 +260,7 @@ class AnomalyDataset(abc.ABC):
 
         Per layout: ``mvtec`` and ``visa_public`` read ``<root>/<category>/train/good/``;
         ``ksdd2`` with ``split: test`` reads the images of ``<root>/train/`` whose ground truth is
-        all zero. The other layouts have none (``has_train_images`` is False) and raise
+        all zero; ``vand_kshot`` reads ``<root>/Train/<category>/Images/``. The other layouts have none (``has_train_images`` is False) and raise
         :class:`~saa.errors.DatasetError` saying so, as do a missing or empty training folder.
         """
         if not self.has_train_images:
