@@ -48,6 +48,9 @@ __all__ = ["DECISION_KEY", "OK", "DEFECT", "WEAK_AUROC_FLOOR", "ACCEPT_WEAK_FLAG
            "decision_quality", "weakness", "quality_line", "load_decision", "verdict_of", "predicted_mask", "mask_png"]
 
 DECISION_KEY = "decision"
+#: a run-made decision of a method that compares the images given, with no record of how many
+#: images the run had: a call must give at least this many (docs/verdicts.md, Limits)
+MIN_BATCH_IMAGES = 33
 OK, DEFECT = "OK", "DEFECT"
 #: the scale of a threshold given by hand without a run (the method's raw image score)
 RAW, NORMALISED = "raw", "normalised"
@@ -146,6 +149,8 @@ class Decision:
     quality: Optional[DecisionQuality] = None
     accept_weak: bool = True
     from_run: bool = False
+    #: how many images the run that made the thresholds had (None: not known)
+    run_images: Optional[int] = None
 
     @property
     def scale(self) -> str:
@@ -158,7 +163,7 @@ class Decision:
         """The run's scale with an image threshold given by hand (its quality is then the user's
         choice: not checked)."""
         return Decision(float(value), self.pixel_threshold, self.normalisation, self.method, self.fingerprint,
-                        self.out_size, source, None, True, self.from_run)
+                        self.out_size, source, None, True, self.from_run, self.run_images)
 
     @property
     def weak_reasons(self) -> list[str]:
@@ -177,6 +182,32 @@ class Decision:
             raise SaaError(f"{self.source}: weak decision: {'; '.join(reasons)}. Its verdicts would not mean "
                            f"anything: make a labelled run on more (and more varied) images, use another method, "
                            f"give your own --threshold, or pass {ACCEPT_WEAK_FLAG} to use it anyway")
+
+    def images_needed(self, max_others: Optional[int] = None) -> Optional[int]:
+        """For a method that scores each image against the other images given: how many images a
+        call must give for these (run-made) thresholds to apply: as many as the run had, but no more
+        than each image's reference cap + 1 (``max_others``: the method's ``bank_settings``; the run's
+        images were compared with at most that many others too). None: no such need (a threshold
+        by hand, or a run-less decision)."""
+        if not self.from_run or self.normalisation is None:
+            return None
+        made = self.run_images
+        cap = int(max_others) + 1 if max_others else None
+        known = [v for v in (made, cap) if v]
+        return min(known) if known else MIN_BATCH_IMAGES
+
+    def check_batch(self, method_name: str, given: int, max_others: Optional[int] = None) -> None:
+        """A one-line :class:`SaaError`, pointing to a reference bank, when ``given`` images are too
+        few for this run-made decision of a method that compares the images given with each other."""
+        need = self.images_needed(max_others)
+        if need is None or given >= need:
+            return
+        raise SaaError(f"{self.source}: method {method_name} scores each image against the other images given, and "
+                       f"these thresholds were set on a run where each image had {need - 1} or more others; "
+                       f"{given} image(s) given here would put the scores on another scale. Give at least {need} "
+                       "images of the category, or judge parts one at a time against good parts: "
+                       "`saa bank build --config CONFIG --category CAT --out BANK GOOD_IMAGES` once, then "
+                       "`saa bank calibrate BANK` and `saa predict ... --bank BANK IMAGES` (docs/references.md)")
 
     def check_method(self, method_name: str, fingerprint: str, out_size: int) -> None:
         """A one-line :class:`SaaError` when the maps of ``method_name`` with these settings are not
@@ -245,5 +276,7 @@ def load_decision(run_dir, category: str, missing_ok: bool = False, accept_weak:
                else "the run was made before saa recorded thresholds")
         raise SaaError(f"{where}: no thresholds recorded ({why}); run `saa run` on a labelled set "
                        f"(rerunning with the same --out reuses the stored maps)")
+    images = rec.quality.images if rec.quality is not None else cats[category].counts.images
     return Decision(rec.image_threshold, rec.pixel_threshold, Normalisation.from_record(rec.normalisation),
-                    rec.method, rec.fingerprint, rec.out_size, where, rec.quality, bool(accept_weak), True)
+                    rec.method, rec.fingerprint, rec.out_size, where, rec.quality, bool(accept_weak), True,
+                    int(images) if images else None)

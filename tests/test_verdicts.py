@@ -183,14 +183,28 @@ def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path
     colour = V.DEFECT_COLOR if rows[0]["verdict"] == "DEFECT" else V.OK_COLOR
     assert (np.abs(panel[:26].astype(int) - colour).sum(axis=-1) < 60).sum() > 20
 
-    # saa demo takes the verdicts of the run's categories and says which category has none
+    # saa demo takes the verdicts of the run's categories and says which category has none; a method
+    # that compares the images given gets none for fewer images than the run had (a pointer to banks)
     capsys.readouterr()
     assert main(["-q", "demo", "--method", "lite", "--thresholds-from", str(run), "--out", str(tmp_path / "demo")]
                 + sets(tmp_path)) == 0
     said = capsys.readouterr().out
     assert "hazelnut: no verdict (the run in" in said
+    assert f"bottle: no verdict: method lite scores each image against the other images given" in said
+    assert f"Give at least {len(KEYS)} images" in said and "saa bank build" in said
+    assert not any(("[bottle]: DEFECT" in line or "[bottle]: OK" in line) for line in said.splitlines())
+    # with as many images as the run had, each bottle gets its verdict
+    assert main(["-q", "demo", "--method", "lite", "--thresholds-from", str(run), "--out", str(tmp_path / "demo2"),
+                 "--category", "bottle", "--images", *imgs] + sets(tmp_path)) == 0
+    said = capsys.readouterr().out
     assert all(("[bottle]: DEFECT" in line or "[bottle]: OK" in line) for line in said.splitlines() if "[bottle]" in line)
     assert "[bottle]: " in said
+    # saa predict refuses a verdict for too few images, in one line, with the pointer to a reference bank
+    assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite", "--out",
+                 str(tmp_path / "p1"), "--thresholds-from", str(run), imgs[0]] + sets(tmp_path)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Give at least" in err and "--bank BANK" in err
+    assert not (tmp_path / "p1" / "predictions.csv").exists()
 
     # --threshold replaces the image threshold on the run's scale
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite", "--out",

@@ -8,6 +8,7 @@ detector, no SAM), and says so in the console and in the report, with the missin
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -95,7 +96,18 @@ def run(args) -> int:
                 notes.append(f"{cat}: no verdict (the run in {args.thresholds_from} has no category {cat})")
                 print(notes[-1])
                 continue
+            d = dataclasses.replace(d, accept_weak=True)  # a weak or batch-bound decision: a note, below
             d.check_method(meth.name, meth.fingerprint(cat, None), int(cfg.out_size))
+            why = "; ".join(d.weak_reasons)
+            if not why and meth.needs_references:
+                try:
+                    d.check_batch(meth.name, len(groups[cat]), meth.bank_settings().get("max_others"))
+                except SaaError as e:
+                    why = str(e).split(": ", 1)[1]
+            if why:
+                notes.append(f"{cat}: no verdict: {why}")
+                print(notes[-1])
+                continue
             decisions[cat] = d
         if decisions and meth.needs_references:
             notes.append(f"method {meth.name} scores each image against the other images of its category given "

@@ -99,6 +99,7 @@ def run(args) -> int:
     names = OutputNames()
     inputs = [FewInput(path, names.stem_for(path)) for path in found.paths]
     if decision is not None and decision.normalisation is not None and method.needs_references:
+        decision.check_batch(method.name, len(inputs), method.bank_settings().get("max_others"))
         print(f"note: method {method.name} scores each image against the other images given ({len(inputs)} here); "
               "the run's thresholds were set on the run's own image set, so the verdicts hold when these "
               "images are scored among a set like it (many images of the category, mostly normal)")
