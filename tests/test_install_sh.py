@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 INSTALL = REPO / "install.sh"
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, curl fails at once
 

@@ -2,7 +2,8 @@
 decision records, sidecars and scores.csv are typed records read back with one-line errors; one writer
 at a time (run.lock, stale locks taken over); a run state that keeps two runs' files from being
 reported together; runs without masks or without defective images finish and say which metrics
-could not be computed; a decision carries its quality, and a weak one is warned and refused.
+could not be computed; a decision carries its quality, and a weak one is warned and refused; one
+per-image result file (map, score, fingerprint) reads back only when it is whole and current.
 
 A toy method defined here (no model file) on small synthetic images in a `folder` dataset, so each
 run costs well under a second."""
@@ -27,10 +28,14 @@ from saa.methods import Method, register_method, unregister_method
 from saa.methods.base import hash_of
 from saa.prediction import Prediction
 from saa.records import RecordError, parse_json
-from saa.results import RunFolder
+from saa.results import ImageResult, RunFolder, load_image_result, map_file_name, save_image_result
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
+
+
 SIDE = 48
 
 
@@ -146,17 +151,6 @@ def test_runs_without_masks_or_defective_images_finish_and_say_why(tmp_path, cap
     assert "not computed: no anomalous image in the category" in said
     assert "decision bottle: no image threshold (the category has no anomalous image)" in said
     assert (out / "report.html").is_file()
-
-
-def test_unavailable_metrics_reasons():
-    from saa.evaluation import unavailable_metrics
-
-    assert unavailable_metrics(3, 2, True, True) == {}
-    assert set(unavailable_metrics(3, 2, False)) == {"pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro",
-                                                     "region_f1_max"}
-    assert "mark no defect pixel" in unavailable_metrics(3, 2, True, False)["aupro"]
-    assert list(unavailable_metrics(0, 2, True, True)) == ["image_auroc"]
-    assert len(unavailable_metrics(4, 0, True, False)) == 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,3 +432,26 @@ def test_the_report_labels_a_folder_whose_files_come_from_different_runs(tmp_pat
     assert main(["-q", "report", str(out)]) == 0
     assert "did not finish: metrics.json is from the earlier complete run with the same settings" in \
         (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# one per-image result file: round trip, partial and corrupt files
+
+
+def test_image_result_roundtrip_and_corrupt_files(tmp_path):
+    m = np.linspace(0, 2, 16 * 16, dtype=np.float32).reshape(16, 16)
+    p = tmp_path / "maps" / map_file_name("good/000-a.b")
+    assert p.name == "good__000-a.b.npz"
+    p.parent.mkdir()
+    save_image_result(p, ImageResult(m, 2.0, (30, 40)), "fp1", image="x.png", regions={"a": np.float32(1)})
+    r = load_image_result(p, 16, "fp1")
+    assert r is not None and np.array_equal(r.map, m) and r.image_score == 2.0 and r.image_size == (30, 40)
+    assert json.loads(p.with_name("good__000-a.b.json").read_text()) == {"a": 1.0}
+    assert load_image_result(p, 32, "fp1") is None  # other out_size
+    assert load_image_result(p, 16, "fp2") is None  # other settings
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # partial file
+    assert load_image_result(p, 16, "fp1") is None
+    p.write_bytes(b"")
+    assert load_image_result(p, 16, "fp1") is None
+    assert load_image_result(tmp_path / "missing.npz") is None

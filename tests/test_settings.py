@@ -19,10 +19,9 @@ from saa.settings import REPO_WEIGHTS_DIR, read_settings, record_weights_dir, se
 
 OWN = "weights/ folder of this clone"
 
-from test_evaluator import make_mvtec
-from test_pipeline_e2e import real_image
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
 
 
@@ -47,7 +46,8 @@ def relative_overrides(tiny) -> list[str]:
     return [f"models.{sec}.{k}={v}" for sec, d in relative_models(tiny).items() for k, v in d.items()]
 
 
-def test_config_file_weights_dir_is_relative_to_the_file_not_the_cwd(tiny_models, tmp_path, monkeypatch, capsys):
+def test_config_file_weights_dir_is_relative_to_the_file_not_the_cwd(tiny_models, tmp_path, monkeypatch, capsys,
+                                                                     real_image):
     root = Path(tiny_models.root)
     conf_dir = tmp_path / "project" / "configs"
     conf_dir.mkdir(parents=True)
@@ -236,7 +236,7 @@ def partial_weights(tmp_path) -> Path:
     return w
 
 
-def test_run_lists_every_missing_file_before_loading(tmp_path, partial_weights):
+def test_run_lists_every_missing_file_before_loading(tmp_path, partial_weights, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "saa", "run", str(MVTEC), "--data-root", str(data), "--out", str(out),
@@ -246,7 +246,7 @@ def test_run_lists_every_missing_file_before_loading(tmp_path, partial_weights):
     assert not out.exists()  # nothing was written
 
 
-def test_run_script_lists_every_missing_file(tmp_path, partial_weights):
+def test_run_script_lists_every_missing_file(tmp_path, partial_weights, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     r = subprocess.run([sys.executable, str(REPO / "run_MVTec.py"), "--data-root", str(data),
                         "--out", str(tmp_path / "run"), "--set", f"models.weights_dir={partial_weights}"],
@@ -254,7 +254,7 @@ def test_run_script_lists_every_missing_file(tmp_path, partial_weights):
     _check_missing_message(r, partial_weights, "run_MVTec.py")
 
 
-def test_predict_lists_every_missing_file(tmp_path, partial_weights):
+def test_predict_lists_every_missing_file(tmp_path, partial_weights, real_image):
     img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=64)
     out = tmp_path / "pred"
     r = subprocess.run([sys.executable, "-m", "saa", "predict", "--config", str(MVTEC), "--category", "bottle",
@@ -264,26 +264,26 @@ def test_predict_lists_every_missing_file(tmp_path, partial_weights):
     assert not out.exists()
 
 
-def test_lite_needs_no_model_file(tmp_path, partial_weights, capsys):
+def test_lite_needs_no_model_file(tmp_path, partial_weights, capsys, real_image):
     img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=64)
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "lite",
                  "--out", str(tmp_path / "pred"), "--set", f"models.weights_dir={partial_weights}",
                  "--panels", "none", str(img)]) == 0
 
 
-def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path):
+def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path, make_mvtec):
     """Nothing to compute: a complete run folder is evaluated again where the model files are gone
     (weights_dir is not part of a map's fingerprint, so every stored map is reused)."""
-    from saa import evaluator as E
+    from saa.run import evaluate_run
 
     data = make_mvtec(tmp_path / "data")
     ov = relative_overrides(tiny_models) + ["general_prompts=[]", "out_size=128"]
     out = tmp_path / "run"
-    first = E.evaluate_run(load_config(MVTEC, ov + [f"models.weights_dir={tiny_models.root}"]), out,
+    first = evaluate_run(load_config(MVTEC, ov + [f"models.weights_dir={tiny_models.root}"]), out,
                            data_root=data, progress=False, print_table=False)
     assert first["totals"]["computed"] == 3
     gone = load_config(MVTEC, ov + [f"models.weights_dir={tmp_path / 'gone'}"])
-    again = E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False)
+    again = evaluate_run(gone, out, data_root=data, progress=False, print_table=False)
     assert again["totals"]["reused"] == 3 and again["categories"] == {
         c: {**v, "seconds": again["categories"][c]["seconds"], "computed": 0, "reused": 3}
         for c, v in first["categories"].items()}
@@ -291,7 +291,7 @@ def test_finished_run_reevaluates_without_model_files(tiny_models, tmp_path):
     from saa.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="needs 4 model files"):
-        E.evaluate_run(gone, out, data_root=data, progress=False, print_table=False, resume=False)
+        evaluate_run(gone, out, data_root=data, progress=False, print_table=False, resume=False)
 
 
 def test_demo_and_doctor_find_recorded_weights_from_any_folder(tiny_models, tmp_path, monkeypatch, capsys):

@@ -15,8 +15,8 @@ import torch
 from saa.testing import (TinyModels, build_tiny_models, dino_input, load_tiny_sam, synthetic_image,
                          tiny_config_overrides)
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "realdata"
+from tests.conftest import REALDATA
+
 CHECKPOINTS = ("grounding_checkpoint", "sam_checkpoint", "saliency_checkpoint")
 
 
@@ -27,9 +27,9 @@ def sha(path) -> str:
 
 def bottle_rgb() -> np.ndarray:
     from PIL import Image
-    hits = sorted(REAL.glob("mvtec_ad__*/bottle/test/broken_large/000.png"))
+    hits = sorted(REALDATA.glob("mvtec_ad__*/bottle/test/broken_large/000.png"))
     if not hits:
-        pytest.skip(f"real bottle image not found under {REAL}")
+        pytest.skip(f"real bottle image not found under {REALDATA}")
     return np.array(Image.open(hits[0]).convert("RGB"))
 
 

@@ -1,6 +1,7 @@
-"""The UI's run button (``saa.ui.run_once``) called directly, without a browser: its message
-carries the prediction's notes (e.g. the improved preset's cross-image saliency with one image)
-and says when lite falls back to single-image saliency."""
+"""The web UI's functions (saa.ui) called directly, without a browser (the browser test is
+tests/test_ui_browser.py): the run button's message carries the prediction's notes (e.g. the improved
+preset's cross-image saliency with one image) and says when lite falls back to single-image saliency;
+the upload check decodes once, uses the shared pixel limit and says what is wrong."""
 from __future__ import annotations
 
 import tempfile
@@ -10,10 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
+from saa.image_io import set_max_pixels
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
+from tests.conftest import BOTTLE, REPO
+
+#: every test here starts from the default pixel limit
+pytestmark = pytest.mark.usefixtures("default_pixel_limit")
 
 
 @pytest.fixture()
@@ -110,3 +114,45 @@ def test_upload_check_and_run_decode_once_and_say_what_is_wrong(tmp_path, small_
         assert preview is None and text.startswith("**Rejected:** ") and said in text, text
         assert str(upload) not in text and len(text.splitlines()) == 1
         assert _run(runner, upload / name, "lite")[3] == text  # the run button says the same
+
+
+def test_ui_upload_check_uses_the_shared_limit(tmp_path, bomb_png, write_png):
+    from saa import ui
+
+    p = write_png(tmp_path / "up.png", np.zeros((20, 30, 3), np.uint8))
+    ui.check_upload(p)
+    set_max_pixels(500)
+    with pytest.raises(ui.InputRejected, match="500 pixels"):
+        ui.check_upload(p)
+    set_max_pixels(None)
+    bomb = bomb_png(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ui.InputRejected, match="100 Mpx"):
+        ui.check_upload(bomb)
+
+
+def _rgb(h=60, w=80):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_ui_upload_checks(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    from saa import ui
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ui.InputRejected, match="not an image"):
+        ui.check_upload(text)
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(ui.MAX_FILE_BYTES + 1)
+    with pytest.raises(ui.InputRejected, match="50 MB"):
+        ui.check_upload(big)
+    ok = tmp_path / "ok.png"
+    cv2.imwrite(str(ok), _rgb())
+    ui.check_upload(ok)
+    monkeypatch.setattr(ui, "MAX_PIXELS", 100)
+    with pytest.raises(ui.InputRejected, match="Mpx"):
+        ui.check_upload(ok)
+    assert ui.parse_captions("scratch. dent. | bracket\n\nrust", "metal bracket") == [
+        ["scratch. dent.", "bracket"], ["rust", "bracket"]]

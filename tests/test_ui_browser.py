@@ -19,8 +19,8 @@ import pytest
 
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
+from tests.conftest import BOTTLE, REPO
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 #: SAA_WRITE_SCREENSHOTS=1: refresh assets/ui_screenshot.png from a plain UI (no test plug-in, the
 #: default upload limit); the tests that need those then skip

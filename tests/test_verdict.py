@@ -1,8 +1,7 @@
-"""Thresholds and verdicts (issue #15): a labelled run records the F1-optimal thresholds on its
-normalised scale; scores.csv gets verdicts, --save-masks the predicted masks; `saa predict
---thresholds-from RUN` puts new maps on the run's scale and gives the same verdicts; `saa predict`
-takes folders and globs; the pictures share one colour scale and carry a colour bar, the score, the
-verdict and the predicted outline.
+"""Thresholds and verdicts (saa.verdict, issue #15): a labelled run records the F1-optimal thresholds on
+its normalised scale; scores.csv gets verdicts, --save-masks the predicted masks; `saa predict
+--thresholds-from RUN` puts new maps on the run's scale and gives the same verdicts (refused when they
+do not match, or when the run is weak or unlabelled); `saa predict` takes folders and globs.
 
 Real MVTec bottle images (small) with lite mode (real EfficientNet-Lite0 features) and a toy method
 defined here; no Grounding DINO or SAM file is needed."""
@@ -16,27 +15,29 @@ import cv2
 import numpy as np
 import pytest
 
+from saa import visualize as V
 from saa.cli import main
-from saa.evaluation import category_evaluation, category_maps_and_scale, Normalisation
+from saa.evaluation import Normalisation, category_evaluation, category_maps_and_scale
 from saa.methods import Method, register_method, unregister_method
 from saa.methods.base import hash_of
 from saa.naming import stored_stem
 from saa.prediction import Prediction
 from saa.verdict import load_decision, predicted_mask
-from saa import visualize as V
 
-from test_evaluator import BOTTLE, _put_image, _put_mask
+from tests.conftest import BOTTLE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
+
+
 KEYS = ("broken_large/000", "broken_small/000", "contamination/000", "good/000", "good/002")
 
 
-def make_bottles(root: Path) -> Path:
+def make_bottles(root: Path, put_image, put_mask) -> Path:
     for key in KEYS:
-        _put_image(BOTTLE / "test" / f"{key}.png", root / "bottle" / "test" / f"{key}.png")
+        put_image(BOTTLE / "test" / f"{key}.png", root / "bottle" / "test" / f"{key}.png")
         if not key.startswith("good"):
-            _put_mask(BOTTLE / "ground_truth" / f"{key}_mask.png", root / "bottle" / "ground_truth" / f"{key}_mask.png")
+            put_mask(BOTTLE / "ground_truth" / f"{key}_mask.png", root / "bottle" / "ground_truth" / f"{key}_mask.png")
     return root
 
 
@@ -116,8 +117,8 @@ def test_f1_at_the_recorded_threshold_is_the_reported_f1_max(seed):
 # a labelled run, then saa predict with its thresholds
 
 
-def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path, capsys):
-    data = make_bottles(tmp_path / "data")
+def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path, capsys, put_image, put_mask):
+    data = make_bottles(tmp_path / "data", put_image, put_mask)
     run = tmp_path / "run"
     assert main(["-q", "run", str(MVTEC), "--data-root", str(data), "--out", str(run), "--no-progress",
                  "--method", "lite", "--save-masks"] + sets(tmp_path)) == 0
@@ -198,8 +199,8 @@ def test_labelled_run_records_thresholds_and_predict_gives_its_verdicts(tmp_path
     assert {g["verdict"] for g in read_csv(tmp_path / "p2" / "predictions.csv")} == {"OK"}
 
 
-def test_thresholds_from_refuses_what_does_not_match(tmp_path, capsys, grey):
-    data = make_bottles(tmp_path / "data")
+def test_thresholds_from_refuses_what_does_not_match(tmp_path, capsys, grey, put_image, put_mask):
+    data = make_bottles(tmp_path / "data", put_image, put_mask)
     run = tmp_path / "run"
     assert main(["-q", "run", str(MVTEC), "--data-root", str(data), "--out", str(run), "--no-progress",
                  "--method", "toy_grey"] + sets(tmp_path)) == 0
@@ -245,17 +246,17 @@ def test_thresholds_from_refuses_what_does_not_match(tmp_path, capsys, grey):
     assert not (tmp_path / "p").exists()  # refused before anything was written
 
 
-def test_a_method_without_references_applies_the_run_scale_to_new_images(tmp_path, grey):
+def test_a_method_without_references_applies_the_run_scale_to_new_images(tmp_path, grey, put_image, put_mask):
     """toy_grey scores each image alone: a new image (not in the run) is put on the run's scale with
     the recorded lo / hi; the same images give the run's verdicts; --threshold alone is on the raw score."""
-    data = make_bottles(tmp_path / "data")
+    data = make_bottles(tmp_path / "data", put_image, put_mask)
     run = tmp_path / "run"
     assert main(["-q", "run", str(MVTEC), "--data-root", str(data), "--out", str(run), "--no-progress",
                  "--method", "toy_grey"] + sets(tmp_path)) == 0
     rows = read_csv(run / "bottle" / "scores.csv")
     dec = load_decision(run, "bottle")
     new = tmp_path / "new" / "bottle_020.png"
-    _put_image(BOTTLE / "test" / "contamination" / "020.png", new)
+    put_image(BOTTLE / "test" / "contamination" / "020.png", new)
     imgs = [str(data / "bottle" / "test" / f"{k}.png") for k in sorted(KEYS)] + [str(new)]
     out = tmp_path / "pred"
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "toy_grey",
@@ -283,8 +284,8 @@ def test_a_method_without_references_applies_the_run_scale_to_new_images(tmp_pat
 # saa predict DIR / globs
 
 
-def test_predict_takes_folders_and_globs(tmp_path, capsys, grey):
-    data = make_bottles(tmp_path / "data")
+def test_predict_takes_folders_and_globs(tmp_path, capsys, grey, put_image, put_mask):
+    data = make_bottles(tmp_path / "data", put_image, put_mask)
     test = data / "bottle" / "test"
     (test / "good" / "notes.txt").write_text("not an image")
     base = ["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "toy_grey"] + sets(tmp_path)
@@ -308,73 +309,7 @@ def test_predict_takes_folders_and_globs(tmp_path, capsys, grey):
     assert "no image file matches this pattern" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------------------------
-# pictures that decide
-
-
-def test_one_scale_colour_bar_verdict_and_outline_on_every_panel():
-    rng = np.random.default_rng(0)
-    rgb = np.full((80, 100, 3), 128, np.uint8)
-    low = np.full((80, 100), 0.1, np.float32)
-    high = low.copy()
-    high[20:40, 30:60] = 0.9
-    scale = V.MapScale.of([low, high], "normalised")
-    assert (scale.vmin, scale.vmax) == (pytest.approx(0.1), pytest.approx(0.9))
-    # one scale: the same value has the same colour on both pictures, and the low map stays blue
-    a, b = V.heat_overlay(rgb, low, scale=scale), V.heat_overlay(rgb, high, scale=scale)
-    assert np.array_equal(a[0, 0], b[0, 0]) and a[0, 0, 2] > a[0, 0, 0]
-    assert b[30, 45, 0] > b[30, 45, 2]  # the hot region is red
-    # on its own scale (the old default) the low map would be as red as the high one
-    assert V.heat_overlay(rgb, low + rng.random(low.shape).astype(np.float32) * 1e-3)[0, 0, 0] > 0
-
-    pred = Prediction(category="c", anomaly_map=high, anomaly_map_full=high, method="toy", has_regions=False)
-    mask = high >= 0.5
-    plain = V.prediction_panels(rgb, pred, panels="image,anomaly_map")
-    strip = V.prediction_panels(rgb, pred, panels="image,anomaly_map", scale=scale, score=0.9, verdict="DEFECT",
-                                threshold=0.5, defect_mask=mask, pixel_threshold=0.5)
-    assert strip.shape[1] > plain.shape[1]  # the colour bar
-    bar = V.colorbar(200, scale)
-    col = bar[10:180, 8]  # inside the frame of the ramp
-    assert col[0, 0] > col[0, 2] and col[-1, 2] > col[-1, 0]  # red at the top (vmax), blue at the bottom
-    magenta = np.all(strip == V.PREDICTED_COLOR, axis=-1)
-    red = np.all(strip == V.DEFECT_COLOR, axis=-1)
-    half = plain.shape[1] // 2
-    for cols in (slice(0, half), slice(half, strip.shape[1])):  # both panels: outline and verdict frame
-        assert magenta[:, cols].any() and red[26:, cols].sum() > 100
-    assert red[:26].any()  # the banner
-    ok = V.prediction_panels(rgb, pred, panels="image,anomaly_map", scale=scale, score=0.3, verdict="OK",
-                             threshold=0.5)
-    assert np.all(ok == V.OK_COLOR, axis=-1)[26:].sum() > 100
-    assert not np.all(ok[:, :half] == V.DEFECT_COLOR, axis=-1).any()  # (the colour bar's ramp has that red)
-    assert "DEFECT  score 0.900 >= threshold 0.500 (normalised)" == V.verdict_text(0.9, "DEFECT", 0.5, "normalised")
-
-
-def test_demo_draws_a_category_on_one_scale(tmp_path, monkeypatch):
-    """`saa demo` (lite): the images of one category share one colour scale (the joint range of
-    their maps), each panel with a colour bar."""
-    import saa.visualize as vis
-
-    seen = []
-    real = vis.prediction_panels
-
-    def spy(*a, **k):
-        seen.append(k.get("scale"))
-        return real(*a, **k)
-
-    monkeypatch.setattr(vis, "prediction_panels", spy)
-    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--set", f"models.weights_dir={tmp_path / 'none'}"]) == 0
-    maps = {p.stem: np.load(p) for p in (tmp_path / "demo").glob("*.npy")}
-    hazel = [m for s, m in maps.items() if s.startswith("hazelnut")]
-    assert len(seen) == len(maps) == 4
-    scales = set(seen)
-    assert len(scales) == 2  # one per category
-    want = (min(float(m.min()) for m in hazel), max(float(m.max()) for m in hazel))
-    assert any((s.vmin, s.vmax) == pytest.approx(want) for s in scales)
-
-
-def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, capsys):
-    from test_evaluator import make_visa_challenge
-
+def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, capsys, make_visa_challenge):
     data = make_visa_challenge(tmp_path / "data")
     run = tmp_path / "run"
     assert main(["-q", "run", str(REPO / "configs" / "visa_challenge.yaml"), "--data-root", str(data), "--out", str(run),
@@ -389,17 +324,3 @@ def test_an_unlabelled_run_has_no_thresholds_and_says_why_no_masks(tmp_path, cap
                  "--method", "lite", "--out", str(tmp_path / "p"), "--thresholds-from", str(run),
                  str(next((data / "Test" / "pcb1" / "Images").iterdir()))] + sets(tmp_path)) == 1
     assert "no thresholds recorded (the run's test set is unlabelled)" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("width", [300, 900])
-def test_banner_text_fits_the_picture(width):
-    """The web UI writes a 32-character line above a picture as wide as the image: all of it must
-    show (the last character changes the picture), none of it drawn past the right edge."""
-    from saa.visualize import banner
-
-    text = "score 0.1908 (raw, no threshold)"
-    strip = np.zeros((50, width, 3), np.uint8)
-    full = banner(strip, text, height=max(26, 900 // 12))
-    assert not np.array_equal(full, banner(strip, text[:-1], height=max(26, 900 // 12)))
-    ink = np.where((full[:-50] < 250).any(axis=2).any(axis=0))[0]
-    assert ink.max() < width - 3

@@ -1,15 +1,13 @@
-"""Panels (saa.visualize), upload checks of the web UI, and `saa demo` (lite method)."""
+"""Pictures (saa.visualize): the panels a method can draw, one colour scale with a colour bar, the
+score, the verdict and the predicted outline on every panel, open-ended colour bars and the legend of
+the marks, a banner line that fits the picture."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
 from saa import visualize as V
-from saa.cli import main
+from saa.prediction import Prediction
 
 
 def _rgb(h=60, w=80):
@@ -38,96 +36,6 @@ def test_panels_choice_and_missing_inputs():
     with pytest.raises(ValueError, match="unknown panel"):
         V.parse_panels("image,heat")
     assert V.png_bytes(strip)[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_ui_upload_checks(tmp_path, monkeypatch):
-    pytest.importorskip("PIL")
-    from saa import ui
-
-    text = tmp_path / "notes.png"
-    text.write_text("not an image")
-    with pytest.raises(ui.InputRejected, match="not an image"):
-        ui.check_upload(text)
-    big = tmp_path / "big.png"
-    with open(big, "wb") as f:
-        f.truncate(ui.MAX_FILE_BYTES + 1)
-    with pytest.raises(ui.InputRejected, match="50 MB"):
-        ui.check_upload(big)
-    ok = tmp_path / "ok.png"
-    cv2.imwrite(str(ok), _rgb())
-    ui.check_upload(ok)
-    monkeypatch.setattr(ui, "MAX_PIXELS", 100)
-    with pytest.raises(ui.InputRejected, match="Mpx"):
-        ui.check_upload(ok)
-    assert ui.parse_captions("scratch. dent. | bracket\n\nrust", "metal bracket") == [
-        ["scratch. dent.", "bracket"], ["rust", "bracket"]]
-
-
-def test_demo_lite_on_the_bundled_samples(tmp_path, capsys):
-    from saa.commands.demo import sample_images
-
-    samples = sample_images()
-    assert len(samples) >= 3 and (samples[0].parent / "SOURCES.md").is_file()
-    out = tmp_path / "demo"
-    # weights_dir pointed at an empty folder: auto must pick lite and say why
-    assert main(["-q", "demo", "--out", str(out), "--set", f"models.weights_dir={tmp_path / 'none'}"]) == 0
-    said = capsys.readouterr().out
-    assert "LITE METHOD" in said and "bash install.sh" in said
-    for s in samples:
-        assert (out / f"{s.stem}_panels.png").stat().st_size > 1000
-        assert np.load(out / f"{s.stem}.npy").shape == cv2.imread(str(s)).shape[:2]
-    html = (out / "report.html").read_text()
-    assert "LITE method" in html and "bash install.sh" in html and html.count("<img") == len(samples)
-    # --method full without the files: a clear error
-    assert main(["demo", "--method", "full", "--out", str(out), "--set", f"models.weights_dir={tmp_path / 'none'}"]) == 1
-    assert "bash install.sh" in capsys.readouterr().err
-
-
-def test_demo_takes_every_registered_method_and_the_readme_aliases(tmp_path, capsys):
-    """A plug-in registered here runs in `saa demo --method NAME`; `saa`, `full`, `lite` and `auto`
-    (the README's names) are accepted; an unknown name lists every choice in one line."""
-    from saa.methods import Method, register_method, unregister_method
-    from saa.prediction import Prediction
-    from saa.samples import choose_method, method_choices, sample_images
-
-    class ToyDemo(Method):
-        name = "toy_demo"
-        panels = ("image", "anomaly_map")
-
-        def fingerprint(self, category, references=None):
-            return "toy-demo"
-
-        def predict(self, rgb, category, *, bank=None, index=None):
-            full = (rgb[:, :, 1].astype(np.float32) / 255.0).copy()
-            size = int(self.config.out_size)
-            return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
-                              method=self.name, method_label="toy demo", has_regions=False)
-
-    none = ["--set", f"models.weights_dir={tmp_path / 'none'}"]
-    register_method(ToyDemo)
-    try:
-        choices = method_choices()
-        assert choices[0] == "auto" and {"saa", "lite", "toy_demo"} <= set(choices[1:])
-        out = tmp_path / "demo"
-        assert main(["-q", "demo", "--method", "toy_demo", "--out", str(out)] + none) == 0
-        said = capsys.readouterr().out
-        assert "TOY_DEMO METHOD (chosen with --method toy_demo)" in said
-        for s in sample_images():
-            assert (out / f"{s.stem}_panels.png").stat().st_size > 1000
-            assert json.loads((out / f"{s.stem}.json").read_text())["method"] == "toy_demo"
-        assert "TOY_DEMO method" in (out / "report.html").read_text()
-        assert main(["demo", "--method", "nope", "--out", str(out)] + none) == 1
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "unknown method 'nope'" in err
-        assert all(n in err for n in ("toy_demo", "lite", "saa", "auto")), err
-    finally:
-        unregister_method(ToyDemo.name)
-    for alias in ("saa", "full"):  # accepted names: without the model files, the files are what is said
-        assert main(["demo", "--method", alias, "--out", str(tmp_path / "x")] + none) == 1
-        err = capsys.readouterr().err
-        assert "needs 4 model files" in err and "bash install.sh" in err and "invalid choice" not in err
-    assert choose_method("full", []) == choose_method("saa", []) == choose_method("auto", []) == "saa"
-    assert choose_method("auto", ["sam.pth"]) == choose_method("lite", []) == "lite"
 
 
 def test_colour_bar_open_ends_and_the_legend_of_the_marks():
@@ -165,3 +73,58 @@ def test_colour_bar_open_ends_and_the_legend_of_the_marks():
                                  threshold=0.5, defect_mask=amap > 0.3, pixel_threshold=0.3)
     plain = V.prediction_panels(rgb, pred, panels="image,anomaly_map", scale=V.MapScale(0.0, 1.4, "raw"), score=0.4)
     assert marked.shape[0] == plain.shape[0] + 3 * 18
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures that decide
+
+
+def test_one_scale_colour_bar_verdict_and_outline_on_every_panel():
+    rng = np.random.default_rng(0)
+    rgb = np.full((80, 100, 3), 128, np.uint8)
+    low = np.full((80, 100), 0.1, np.float32)
+    high = low.copy()
+    high[20:40, 30:60] = 0.9
+    scale = V.MapScale.of([low, high], "normalised")
+    assert (scale.vmin, scale.vmax) == (pytest.approx(0.1), pytest.approx(0.9))
+    # one scale: the same value has the same colour on both pictures, and the low map stays blue
+    a, b = V.heat_overlay(rgb, low, scale=scale), V.heat_overlay(rgb, high, scale=scale)
+    assert np.array_equal(a[0, 0], b[0, 0]) and a[0, 0, 2] > a[0, 0, 0]
+    assert b[30, 45, 0] > b[30, 45, 2]  # the hot region is red
+    # on its own scale (the old default) the low map would be as red as the high one
+    assert V.heat_overlay(rgb, low + rng.random(low.shape).astype(np.float32) * 1e-3)[0, 0, 0] > 0
+
+    pred = Prediction(category="c", anomaly_map=high, anomaly_map_full=high, method="toy", has_regions=False)
+    mask = high >= 0.5
+    plain = V.prediction_panels(rgb, pred, panels="image,anomaly_map")
+    strip = V.prediction_panels(rgb, pred, panels="image,anomaly_map", scale=scale, score=0.9, verdict="DEFECT",
+                                threshold=0.5, defect_mask=mask, pixel_threshold=0.5)
+    assert strip.shape[1] > plain.shape[1]  # the colour bar
+    bar = V.colorbar(200, scale)
+    col = bar[10:180, 8]  # inside the frame of the ramp
+    assert col[0, 0] > col[0, 2] and col[-1, 2] > col[-1, 0]  # red at the top (vmax), blue at the bottom
+    magenta = np.all(strip == V.PREDICTED_COLOR, axis=-1)
+    red = np.all(strip == V.DEFECT_COLOR, axis=-1)
+    half = plain.shape[1] // 2
+    for cols in (slice(0, half), slice(half, strip.shape[1])):  # both panels: outline and verdict frame
+        assert magenta[:, cols].any() and red[26:, cols].sum() > 100
+    assert red[:26].any()  # the banner
+    ok = V.prediction_panels(rgb, pred, panels="image,anomaly_map", scale=scale, score=0.3, verdict="OK",
+                             threshold=0.5)
+    assert np.all(ok == V.OK_COLOR, axis=-1)[26:].sum() > 100
+    assert not np.all(ok[:, :half] == V.DEFECT_COLOR, axis=-1).any()  # (the colour bar's ramp has that red)
+    assert "DEFECT  score 0.900 >= threshold 0.500 (normalised)" == V.verdict_text(0.9, "DEFECT", 0.5, "normalised")
+
+
+@pytest.mark.parametrize("width", [300, 900])
+def test_banner_text_fits_the_picture(width):
+    """The web UI writes a 32-character line above a picture as wide as the image: all of it must
+    show (the last character changes the picture), none of it drawn past the right edge."""
+    from saa.visualize import banner
+
+    text = "score 0.1908 (raw, no threshold)"
+    strip = np.zeros((50, width, 3), np.uint8)
+    full = banner(strip, text, height=max(26, 900 // 12))
+    assert not np.array_equal(full, banner(strip, text[:-1], height=max(26, 900 // 12)))
+    ink = np.where((full[:-50] < 250).any(axis=2).any(axis=0))[0]
+    assert ink.max() < width - 3

@@ -5,14 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 import saa
 from saa.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +35,7 @@ def test_version_matches_pyproject(capsys):
 def no_model_loading(monkeypatch):
     """Any model load fails the test."""
     import saa.models.factory as factory
-    import saa.pipeline as pipeline
+    import saa.methods.saa_plus.pipeline as pipeline
 
     def refuse(*a, **k):
         raise AssertionError("saa doctor loaded a model")

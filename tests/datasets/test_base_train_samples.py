@@ -12,26 +12,18 @@ import pytest
 from saa.datasets import build_dataset, prepare_visa
 from saa.errors import DatasetError
 
-from test_datasets import (  # noqa: F401  (fixtures)
-    MVTEC_BOTTLE,
-    add_strays,
-    ksdd2_root,
-    mvtec_root,
-    realdata,
-    visa_raw,
-    write_image,
-)
+from tests.conftest import BOTTLE
 
 TRAIN = ["019.png", "010.png", "025.png", "013.png"]
 
 
 @pytest.fixture()
-def mvtec_with_train(mvtec_root) -> Path:
+def mvtec_with_train(mvtec_root, add_strays) -> Path:
     """The MVTec fixture of test_datasets plus four real ``train/good`` bottles."""
     dst = mvtec_root / "bottle" / "train" / "good"
     dst.mkdir(parents=True)
     for name in TRAIN:
-        shutil.copyfile(MVTEC_BOTTLE / "train" / "good" / name, dst / name)
+        shutil.copyfile(BOTTLE / "train" / "good" / name, dst / name)
     add_strays(dst)
     return mvtec_root
 
@@ -98,12 +90,12 @@ def test_ksdd2_train_samples_are_the_good_images_of_train(ksdd2_root):
 
 
 @pytest.mark.parametrize("kind, options, make, reason", [
-    ("mtd", {}, lambda r: write_image(r / "MT_Free" / "Imgs" / "a.jpg"), "MTD has no train/test split"),
-    ("visa_challenge", {}, lambda r: write_image(r / "Test" / "candle" / "Images" / "a.png"), "zero-shot"),
-    ("folder", {"normal_dir": "good"}, lambda r: write_image(r / "good" / "a.png"), "normal_dir are test images"),
+    ("mtd", {}, lambda r, write_image: write_image(r / "MT_Free" / "Imgs" / "a.jpg"), "MTD has no train/test split"),
+    ("visa_challenge", {}, lambda r, write_image: write_image(r / "Test" / "candle" / "Images" / "a.png"), "zero-shot"),
+    ("folder", {"normal_dir": "good"}, lambda r, write_image: write_image(r / "good" / "a.png"), "normal_dir are test images"),
 ])
-def test_layouts_without_training_images_say_so(tmp_path, kind, options, make, reason):
-    make(tmp_path)
+def test_layouts_without_training_images_say_so(tmp_path, kind, options, make, reason, write_image):
+    make(tmp_path, write_image)
     ds = build_dataset(kind, tmp_path, **options)
     assert not ds.has_train_images
     with pytest.raises(DatasetError) as ei:

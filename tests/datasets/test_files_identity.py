@@ -13,7 +13,6 @@ import pytest
 from saa.datasets import build_dataset
 from saa.errors import DatasetError
 
-from test_datasets import write_image, write_mask
 
 
 def assert_one_line_naming(excinfo, *paths) -> str:
@@ -28,7 +27,7 @@ def assert_one_line_naming(excinfo, *paths) -> str:
 # one file, two paths
 
 
-def test_folder_link_picked_by_a_glob_is_refused(tmp_path):
+def test_folder_link_picked_by_a_glob_is_refused(tmp_path, write_image):
     root = tmp_path / "parts"
     write_image(root / "good" / "n1.png")
     s1 = write_image(root / "defects" / "scratch" / "s1.png")
@@ -40,7 +39,7 @@ def test_folder_link_picked_by_a_glob_is_refused(tmp_path):
     assert "reached twice" in msg and "'parts'" in msg
 
 
-def test_hard_link_in_two_mvtec_folders_is_refused(tmp_path):
+def test_hard_link_in_two_mvtec_folders_is_refused(tmp_path, write_image, write_mask):
     root = tmp_path / "mv"
     good = write_image(root / "pill" / "test" / "good" / "000.png")
     bad = root / "pill" / "test" / "crack" / "007.png"
@@ -52,7 +51,7 @@ def test_hard_link_in_two_mvtec_folders_is_refused(tmp_path):
     assert_one_line_naming(ei, good, bad)
 
 
-def test_file_link_in_one_folder_is_refused(tmp_path):
+def test_file_link_in_one_folder_is_refused(tmp_path, write_image):
     root = tmp_path / "mv"
     write_image(root / "pill" / "test" / "good" / "000.png")
     os.symlink("000.png", root / "pill" / "test" / "good" / "001.png")
@@ -61,7 +60,7 @@ def test_file_link_in_one_folder_is_refused(tmp_path):
     assert_one_line_naming(ei, root / "pill" / "test" / "good" / "000.png", root / "pill" / "test" / "good" / "001.png")
 
 
-def test_two_spellings_of_one_folder_are_refused(tmp_path):
+def test_two_spellings_of_one_folder_are_refused(tmp_path, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "mixed" / "m1.png")
     write_mask(root / "masks" / "m1.png")
@@ -74,7 +73,7 @@ def test_two_spellings_of_one_folder_are_refused(tmp_path):
     assert [s.key for s in ds.samples("parts")] == ["mixed/m1"]
 
 
-def test_a_glob_leaves_out_the_mask_folder_given_by_another_spelling(tmp_path):
+def test_a_glob_leaves_out_the_mask_folder_given_by_another_spelling(tmp_path, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "batch" / "b1.png")
     write_mask(root / "masks" / "b1.png")
@@ -86,7 +85,7 @@ def test_a_glob_leaves_out_the_mask_folder_given_by_another_spelling(tmp_path):
 # the folder glob
 
 
-def test_glob_does_not_follow_a_link_back_into_an_ancestor(tmp_path, caplog):
+def test_glob_does_not_follow_a_link_back_into_an_ancestor(tmp_path, caplog, write_image):
     root = tmp_path / "parts"
     write_image(root / "overview.png")                        # an image of the root itself
     s1 = write_image(root / "defects" / "scratch" / "s1.png")
@@ -128,7 +127,7 @@ def test_glob_finds_what_pathlib_finds_without_links(tmp_path, pattern):
     assert glob_folders(root, pattern) == expected
 
 
-def test_glob_has_a_bound_with_a_message(tmp_path, monkeypatch):
+def test_glob_has_a_bound_with_a_message(tmp_path, monkeypatch, write_image):
     import saa.datasets.files as dataset_files
 
     root = tmp_path / "parts"

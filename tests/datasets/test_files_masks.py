@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,17 +13,7 @@ from saa.cli import main
 from saa.datasets import build_dataset, validate_dataset
 from saa.errors import DatasetError
 
-from test_datasets import (  # noqa: F401  (fixtures)
-    ksdd2_root,
-    mtd_root,
-    mvtec_root,
-    realdata,
-    write_image,
-    write_mask,
-)
-from test_evaluator import make_mvtec
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def unmatched_warnings(caplog) -> list[str]:
@@ -36,7 +25,7 @@ def unmatched_warnings(caplog) -> list[str]:
 # letter case
 
 
-def test_image_dirs_mask_differing_in_letter_case_labels_its_image(tmp_path):
+def test_image_dirs_mask_differing_in_letter_case_labels_its_image(tmp_path, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "mixed" / "A1.png")
     write_mask(root / "masks" / "a1_MASK.png")              # the name differs only in case
@@ -55,7 +44,7 @@ def test_image_dirs_mask_differing_in_letter_case_labels_its_image(tmp_path):
         "1 good with an all-zero mask, 0 good without a mask file"]
 
 
-def test_masks_beside_the_images_match_the_suffix_in_any_case(tmp_path):
+def test_masks_beside_the_images_match_the_suffix_in_any_case(tmp_path, write_image, write_mask):
     """KSDD2-like folder with a lower-case ``_gt``: the mask is no image, and it labels its image."""
     root = tmp_path / "plates"
     write_image(root / "1.png")
@@ -66,7 +55,7 @@ def test_masks_beside_the_images_match_the_suffix_in_any_case(tmp_path):
     assert [(s.key, s.label) for s in ds.samples("plates")] == [("plates/1", 1), ("plates/2", 0)]
 
 
-def test_defect_dirs_mask_differing_in_letter_case_is_found(tmp_path):
+def test_defect_dirs_mask_differing_in_letter_case_is_found(tmp_path, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "defects" / "Scratch" / "S1.png")
     write_mask(root / "masks" / "Scratch" / "s1_mask.png")
@@ -76,7 +65,7 @@ def test_defect_dirs_mask_differing_in_letter_case_is_found(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["folder_exact_and_variant", "folder_two_variants", "mvtec", "ksdd2", "mtd"])
-def test_two_masks_for_one_image_are_a_one_line_error(tmp_path, layout):
+def test_two_masks_for_one_image_are_a_one_line_error(tmp_path, layout, write_image, write_mask):
     if layout == "folder_exact_and_variant":
         root = tmp_path / "parts"
         write_image(root / "mixed" / "a.png")
@@ -115,7 +104,7 @@ def test_two_masks_for_one_image_are_a_one_line_error(tmp_path, layout):
     assert str(first) in msg and str(second) in msg, msg
 
 
-def test_same_names_in_two_cases_for_two_images_are_fine(tmp_path):
+def test_same_names_in_two_cases_for_two_images_are_fine(tmp_path, write_image, write_mask):
     """a.png with mask a.png and A.png with mask A.png (a case-sensitive file system): each its own."""
     root = tmp_path / "parts"
     write_image(root / "mixed" / "a.png")
@@ -130,7 +119,7 @@ def test_same_names_in_two_cases_for_two_images_are_fine(tmp_path):
 # masks that match no image
 
 
-def test_renamed_mask_of_image_dirs_is_listed_and_warned(tmp_path, caplog, capsys):
+def test_renamed_mask_of_image_dirs_is_listed_and_warned(tmp_path, caplog, capsys, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "mixed" / "x1.png")
     write_mask(root / "masks" / "x1_mask.png")
@@ -159,7 +148,7 @@ def test_renamed_mask_of_image_dirs_is_listed_and_warned(tmp_path, caplog, capsy
     assert f"warning: mask matches no image of 'parts' (a renamed image or mask?): {orphan}" in out
 
 
-def test_renamed_defect_folder_leaves_its_masks_listed(tmp_path):
+def test_renamed_defect_folder_leaves_its_masks_listed(tmp_path, write_image, write_mask):
     """masks/scratch/ stays while the images move to defects/scratches/: image_dirs would label
     them good; the masks of the old folder are named."""
     root = tmp_path / "parts"
@@ -172,7 +161,7 @@ def test_renamed_defect_folder_leaves_its_masks_listed(tmp_path):
     assert ds.unmatched_masks("parts") == [orphan]
 
 
-def test_masks_of_normal_images_and_shadowed_flat_masks_are_not_listed(tmp_path, caplog):
+def test_masks_of_normal_images_and_shadowed_flat_masks_are_not_listed(tmp_path, caplog, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "good" / "n1.png")
     write_mask(root / "masks" / "good" / "n1_mask.png", box=None)   # the masks of good parts, not read
@@ -187,7 +176,7 @@ def test_masks_of_normal_images_and_shadowed_flat_masks_are_not_listed(tmp_path,
     assert ds.unmatched_masks("parts") == [] and unmatched_warnings(caplog) == []
 
 
-def test_many_unmatched_masks_warning_names_a_few(tmp_path, caplog):
+def test_many_unmatched_masks_warning_names_a_few(tmp_path, caplog, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "mixed" / "x1.png")
     write_mask(root / "masks" / "x1.png")
@@ -201,7 +190,7 @@ def test_many_unmatched_masks_warning_names_a_few(tmp_path, caplog):
     assert sum(f"old{i}.png" in warning for i in range(5)) == 3
 
 
-def test_unmatched_masks_of_mvtec(mvtec_root):
+def test_unmatched_masks_of_mvtec(mvtec_root, write_mask):
     gt = mvtec_root / "bottle" / "ground_truth"
     a = write_mask(gt / "broken_large" / "099_mask.png", 900, 900)       # its image is gone
     b = write_mask(gt / "broken_lrage" / "000_mask.png", 900, 900)       # a misspelt defect folder
@@ -214,7 +203,7 @@ def test_unmatched_masks_of_mvtec(mvtec_root):
     assert sum(l.startswith("warning: mask matches no image") for l in lines) == 2
 
 
-def test_unmatched_masks_of_ksdd2_and_mtd(ksdd2_root, mtd_root):
+def test_unmatched_masks_of_ksdd2_and_mtd(ksdd2_root, mtd_root, write_mask):
     orphan = write_mask(ksdd2_root / "test" / "29999_GT.png", 10, 12)
     ds = build_dataset("ksdd2", ksdd2_root)
     assert len(ds.samples("ksdd2")) == 4 and ds.unmatched_masks("ksdd2") == [orphan]
@@ -227,7 +216,7 @@ def test_unmatched_masks_of_ksdd2_and_mtd(ksdd2_root, mtd_root):
     assert len(ds.samples("mtd")) == 6 and ds.unmatched_masks("mtd") == [orphan]
 
 
-def test_a_run_warns_about_masks_that_match_no_image(tmp_path, caplog):
+def test_a_run_warns_about_masks_that_match_no_image(tmp_path, caplog, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     orphan = data / "bottle" / "ground_truth" / "broken_large" / "001_mask.png"
     shutil.copyfile(data / "bottle" / "ground_truth" / "broken_large" / "000_mask.png", orphan)

@@ -1,10 +1,10 @@
-"""Your own parts: dataset kind ``folder`` as docs/your_own_parts.md documents it.
+"""Your own parts: dataset kind ``folder`` (saa.datasets.folder) as docs/your_own_parts.md documents it.
 
 The YAML of the guide is read from the guide itself (and must equal configs/folder_example.yaml),
 then run with the lite method on a small folder of real images laid out as the guide shows, so the
 example cannot rot. ``image_dirs`` (normal and defective images mixed, labelled by their masks) is
 checked on its own: non-zero mask, all-zero mask, no mask, masks beside the images, and the
-mistakes a user makes with it.
+mistakes a user makes with it. Then mask_dir and glob, the options, the errors.
 """
 from __future__ import annotations
 
@@ -25,11 +25,15 @@ from saa.datasets import build_dataset, validate_dataset
 from saa.errors import DatasetError
 from saa.evaluation import split_dataset_options
 
-from test_datasets import MVTEC_BOTTLE, add_strays, assert_dataset_error, write_image, write_mask
+from tests.conftest import BOTTLE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 GUIDE = REPO / "docs" / "your_own_parts.md"
+
+
 EXAMPLE = REPO / "configs" / "folder_example.yaml"
+
+
 SIDE = 128
 
 
@@ -55,18 +59,18 @@ def put_real(src: Path, dst: Path, mask: bool = False) -> None:
     assert cv2.imwrite(str(dst), im)
 
 
-def make_my_parts(root: Path) -> Path:
+def make_my_parts(root: Path, add_strays) -> Path:
     """The guide's layout from real MVTec bottles: good/, defects/<type>/, masks/<type>/ and a flat
     mask in masks/ (one of each place the guide names)."""
-    assert MVTEC_BOTTLE.is_dir(), f"real sample data missing: {MVTEC_BOTTLE}"
+    assert BOTTLE.is_dir(), f"real sample data missing: {BOTTLE}"
     for stem in ("000", "002", "004"):
-        put_real(MVTEC_BOTTLE / "test" / "good" / f"{stem}.png", root / "good" / f"{stem}.png")
+        put_real(BOTTLE / "test" / "good" / f"{stem}.png", root / "good" / f"{stem}.png")
     for kind, stems, nested in (("broken_large", ("000", "003"), True), ("contamination", ("000", "003"), False)):
         for stem in stems:
             name = f"{kind[:5]}{stem}"
-            put_real(MVTEC_BOTTLE / "test" / kind / f"{stem}.png", root / "defects" / kind / f"{name}.png")
+            put_real(BOTTLE / "test" / kind / f"{stem}.png", root / "defects" / kind / f"{name}.png")
             where = root / "masks" / kind if nested else root / "masks"
-            put_real(MVTEC_BOTTLE / "ground_truth" / kind / f"{stem}_mask.png", where / f"{name}_mask.png", mask=True)
+            put_real(BOTTLE / "ground_truth" / kind / f"{stem}_mask.png", where / f"{name}_mask.png", mask=True)
     add_strays(root / "good")
     return root
 
@@ -109,9 +113,9 @@ def test_example_leaves_the_tiny_models_unchanged(tmp_path):
     assert build_vocab() == build_vocab(configs_dir=others)
 
 
-def test_guide_example_runs_lite_from_its_folder(tmp_path):
+def test_guide_example_runs_lite_from_its_folder(tmp_path, add_strays):
     """As the guide says: my_parts/ in the current directory, `saa run <example> --method lite`."""
-    make_my_parts(tmp_path / "my_parts")
+    make_my_parts(tmp_path / "my_parts", add_strays)
     r = run_cli("prepare", "check", "--config", str(EXAMPLE), "--decode", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "metal_part: 7 images (3 normal, 4 anomalous), 4 masks; types: broken_large, contamination, good" in r.stdout
@@ -131,7 +135,7 @@ def test_guide_example_runs_lite_from_its_folder(tmp_path):
                       "contamination/conta003": "1", "good/000": "0", "good/002": "0", "good/004": "0"}
 
 
-def test_guide_mixed_folder_example(tmp_path):
+def test_guide_mixed_folder_example(tmp_path, add_strays, write_image, write_mask):
     """The guide's image_dirs block in the example config: labels from mask content."""
     block = yaml.safe_load(yaml_blocks(GUIDE)[1])
     data = yaml.safe_load(EXAMPLE.read_text())
@@ -166,7 +170,7 @@ def test_guide_mixed_folder_example(tmp_path):
 # image_dirs on its own
 
 
-def test_image_dirs_masks_beside_the_images(tmp_path):
+def test_image_dirs_masks_beside_the_images(tmp_path, assert_dataset_error, write_image, write_mask):
     """KSDD2-like: <id>.png + <id>_GT.png in one folder (the root itself)."""
     root = tmp_path / "plates"
     for i, box in ((1, (0, 2, 0, 2)), (2, None), (3, None)):
@@ -182,7 +186,7 @@ def test_image_dirs_masks_beside_the_images(tmp_path):
     assert_dataset_error(ei, "mask_suffix", root)
 
 
-def test_image_dirs_with_normal_and_defect_dirs_and_glob(tmp_path):
+def test_image_dirs_with_normal_and_defect_dirs_and_glob(tmp_path, assert_dataset_error, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "ok" / "n1.png")
     write_mask(root / "masks" / "n1.png")            # a mask beside a normal_dir image is not read
@@ -204,7 +208,7 @@ def test_image_dirs_with_normal_and_defect_dirs_and_glob(tmp_path):
     assert_dataset_error(ei, "normal_dir", root / "ok")
 
 
-def test_image_dirs_without_any_mask_is_an_error_not_all_good(tmp_path):
+def test_image_dirs_without_any_mask_is_an_error_not_all_good(tmp_path, assert_dataset_error, write_image, write_mask):
     """A wrong mask_suffix must not turn every image into a good one."""
     root = tmp_path / "parts"
     write_image(root / "mixed" / "x1.png")
@@ -220,7 +224,7 @@ def test_image_dirs_without_any_mask_is_an_error_not_all_good(tmp_path):
     assert_dataset_error(ei, "none of the 1 images")
 
 
-def test_image_dirs_mask_size_and_unreadable_mask(tmp_path):
+def test_image_dirs_mask_size_and_unreadable_mask(tmp_path, assert_dataset_error, write_image, write_mask):
     root = tmp_path / "parts"
     write_image(root / "mixed" / "x1.png")
     write_mask(root / "masks" / "x1.png", h=5, box=None)   # all zero, but the wrong size
@@ -242,7 +246,7 @@ def test_image_dirs_mask_size_and_unreadable_mask(tmp_path):
     ({"normal_dir": ["ok", "ok2"]}, ("option normal_dir must be a folder path",)),
     ({"labels": "from_masks"}, ("unknown option(s) labels", "image_dirs")),
 ])
-def test_folder_option_mistakes_are_one_line(tmp_path, options, fragments):
+def test_folder_option_mistakes_are_one_line(tmp_path, options, fragments, assert_dataset_error):
     (tmp_path / "mixed").mkdir()
     with pytest.raises(DatasetError) as ei:
         build_dataset("folder", tmp_path, **options)
@@ -250,7 +254,7 @@ def test_folder_option_mistakes_are_one_line(tmp_path, options, fragments):
     assert "\n" not in msg
 
 
-def test_cli_option_mistake_names_the_option_without_a_traceback(tmp_path):
+def test_cli_option_mistake_names_the_option_without_a_traceback(tmp_path, write_image):
     make_dirs = tmp_path / "my_parts" / "good"
     write_image(make_dirs / "1.png")
     r = run_cli("run", str(EXAMPLE), "--method", "lite", "--out", "out", "--set", "dataset.options.image_dirs=5",
@@ -260,7 +264,7 @@ def test_cli_option_mistake_names_the_option_without_a_traceback(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_prepare_check_config_arguments(tmp_path):
+def test_prepare_check_config_arguments(tmp_path, write_image):
     write_image(tmp_path / "elsewhere" / "good" / "1.png")
     r = run_cli("prepare", "check", "--config", str(EXAMPLE), "--data-root", "elsewhere",
                 "--option", "mask_dir=null", "--option", "defect_dirs=null", "--option", "category=widget",
@@ -272,3 +276,80 @@ def test_prepare_check_config_arguments(tmp_path):
     assert r.returncode == 1 and "--data-root" in r.stderr
     r = run_cli("prepare", "check", cwd=tmp_path)
     assert r.returncode == 1 and "KIND and ROOT" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# mask_dir and glob, the options, the errors
+
+
+@pytest.fixture()
+def folder_root(tmp_path, add_strays, write_image, write_mask) -> Path:
+    root = tmp_path / "my_parts"
+    for name in ("n2.png", "n1.JPG", "n10.jpeg"):
+        write_image(root / "ok" / name)
+    write_image(root / "defects" / "scratch" / "s1.png")
+    write_image(root / "defects" / "scratch" / "s2.PNG")
+    write_image(root / "defects" / "dent" / "s1.bmp")  # same stem as a scratch image
+    write_mask(root / "masks" / "scratch" / "s1_mask.png")
+    write_mask(root / "masks" / "scratch" / "s2_mask.png")
+    write_mask(root / "masks" / "s1_mask.png", box=(0, 2, 0, 2))  # flat fallback, used by dent/s1
+    for d in ("ok", "defects/scratch", "defects/dent", "masks"):
+        add_strays(root / d)
+    return root
+
+
+def test_folder_with_mask_dir_and_glob(folder_root):
+    ds = build_dataset("folder", folder_root, normal_dir="ok", defect_dirs="defects/*",
+                       mask_dir="masks", mask_suffix="_mask")
+    assert ds.has_masks
+    assert ds.categories() == ["my_parts"]
+    samples = ds.samples("my_parts")
+    assert [s.key for s in samples] == ["dent/s1", "good/n1", "good/n2", "good/n10", "scratch/s1", "scratch/s2"]
+    by = {s.key: s for s in samples}
+    assert by["scratch/s1"].mask_path == folder_root / "masks" / "scratch" / "s1_mask.png"
+    assert by["dent/s1"].mask_path == folder_root / "masks" / "s1_mask.png"
+    assert all(by[k].label == 0 and by[k].mask_path is None for k in ("good/n1", "good/n2", "good/n10"))
+    assert ds.load_mask(by["dent/s1"], (6, 8)).sum() == 4
+
+
+def test_folder_without_mask_dir_list_and_options(folder_root):
+    ds = build_dataset("folder", folder_root, normal_dir="ok",
+                       defect_dirs=["defects/scratch", str(folder_root / "defects" / "dent")],
+                       extensions=["png", ".JPG"], category="widget")
+    assert not ds.has_masks
+    assert ds.categories() == ["widget"]
+    samples = ds.samples("widget")
+    # extensions filter: .bmp and .jpeg left out
+    assert [s.key for s in samples] == ["good/n1", "good/n2", "scratch/s1", "scratch/s2"]
+    assert all(s.category == "widget" and s.mask_path is None for s in samples)
+    assert [s.label for s in samples] == [0, 0, 1, 1]
+    assert not ds.load_mask(samples[-1], (6, 8)).any()
+    only_defects = build_dataset("folder", folder_root, defect_dirs="defects/dent")
+    assert [s.key for s in only_defects.samples("my_parts")] == ["dent/s1"]
+
+
+def test_folder_errors(folder_root, tmp_path, assert_dataset_error):
+    with pytest.raises(DatasetError) as ei:
+        build_dataset("folder", folder_root)
+    assert_dataset_error(ei, "normal_dir", "defect_dirs")
+
+    ds = build_dataset("folder", folder_root, normal_dir="good")
+    with pytest.raises(DatasetError) as ei:
+        ds.samples("my_parts")
+    assert_dataset_error(ei, folder_root / "good", layout=ds)
+
+    ds = build_dataset("folder", folder_root, normal_dir="ok", defect_dirs="nothing_*")
+    with pytest.raises(DatasetError) as ei:
+        ds.samples("my_parts")
+    assert_dataset_error(ei, "nothing_*", folder_root, layout=ds)
+
+    (folder_root / "masks" / "scratch" / "s2_mask.png").unlink()
+    ds = build_dataset("folder", folder_root, defect_dirs="defects/*", mask_dir="masks", mask_suffix="_mask")
+    with pytest.raises(DatasetError) as ei:
+        ds.samples("my_parts")
+    assert_dataset_error(ei, folder_root / "defects" / "scratch" / "s2.PNG",
+                         folder_root / "masks" / "scratch" / "s2_mask.png", layout=ds)
+
+    with pytest.raises(DatasetError) as ei:
+        build_dataset("folder", tmp_path / "absent", normal_dir="ok")
+    assert_dataset_error(ei, tmp_path / "absent", layout=ds)

@@ -16,7 +16,8 @@ from nbclient import NotebookClient
 from saa.samples import sample_images
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 
 # the kernel talks to this process over localhost sockets (ZMQ)

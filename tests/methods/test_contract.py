@@ -1,5 +1,5 @@
 """One contract over every registered method: the built-in ones, SAA+'s reference-using preset, and
-a plug-in written in one file (tests/plugin_method.py, registered here, and through an entry point
+a plug-in written in one file (tests/support/plugin_method.py, registered here, and through an entry point
 in the processes the tests start): its typed settings round-trip through config.yaml and `--set`,
 every setting changes its fingerprint, predict returns a valid Prediction, a run resumes, and
 torchrun gives the maps of one process."""
@@ -23,9 +23,9 @@ from saa.prediction import Prediction
 from saa.run import evaluate_run
 from saa.testing import tiny_config_overrides
 
-from test_evaluator import BOTTLE, make_mvtec
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import BOTTLE, REPO, SUPPORT
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
 SMALL = ["general_prompts=[]", "out_size=64", "dataset.options.eval_size=64"]
 
@@ -153,7 +153,7 @@ def test_predict_returns_a_valid_prediction(tiny_models, name, extra):
 
 
 @pytest.mark.parametrize("name,extra", CASES, ids=IDS)
-def test_a_run_resumes(tiny_models, tmp_path, name, extra):
+def test_a_run_resumes(tiny_models, tmp_path, name, extra, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     cfg = load_config(MVTEC, _overrides(tiny_models, extra) + [f"method={name}"])
     out = tmp_path / "out"
@@ -167,12 +167,12 @@ def test_a_run_resumes(tiny_models, tmp_path, name, extra):
 
 
 @pytest.mark.parametrize("name", sorted({n for n, _ in CASES}))
-def test_torchrun_gives_the_maps_of_one_process(tiny_models, tmp_path, name):
+def test_torchrun_gives_the_maps_of_one_process(tiny_models, tmp_path, name, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     plugins = plugin_method.install_entry_point(tmp_path / "site")
     # one thread per process in both runs, so each image is computed with the same arithmetic
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SAA_DIST_BACKEND="gloo")
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (REPO, REPO / "tests", plugins) if p) + (
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (REPO, SUPPORT, plugins) if p) + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
 
     def args(out: Path) -> list[str]:

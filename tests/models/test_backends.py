@@ -25,10 +25,11 @@ if int(transformers.__version__.split(".")[0]) < 5:  # pragma: no cover - the CI
 from saa.config import load_config  # noqa: E402
 from saa.errors import CheckpointError  # noqa: E402
 from saa.image_io import read_rgb  # noqa: E402
-from saa.pipeline import SAAPipeline  # noqa: E402
+from saa.methods.saa_plus import SAAPipeline  # noqa: E402
 from saa.testing import BACKEND_COMBINATIONS, backend_overrides, build_tiny_hf_models  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
+
 SAMPLES = REPO / "assets" / "samples"
 CAPTIONS = ["bottle,.", "defect on bottle.", "crack. scratch. black hole."]
 

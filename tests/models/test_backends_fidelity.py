@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,7 +32,8 @@ pytest.importorskip("transformers", minversion="5")
 
 from saa.image_io import read_rgb  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.conftest import SHARED
+
 FID = SHARED / "fidelity"
 REF = FID / "reference"
 CASE = "mvtec_bottle/000_broken_large_000"

@@ -1,12 +1,16 @@
-"""Checkpoints as official files really come: tensors plus an epoch number, optimizer state, an
-``argparse.Namespace`` of training arguments, numpy scalars. They load under ``weights_only=True``
-through saa's explicit allow-list; anything else fails with one line naming the file and the entry.
+"""Checkpoint loading (saa.models.checkpoints). Checkpoints as official files really come: tensors plus
+an epoch number, optimizer state, an ``argparse.Namespace`` of training arguments, numpy scalars. They
+load under ``weights_only=True`` through saa's explicit allow-list; anything else fails with one line
+naming the file and the entry, and a crafted pickle never runs. Missing, truncated and mismatched
+files (another model's weights) and a known file name with the wrong checksum are named.
 Every file here is synthetic (written by the test), built around the tiny SAM / Grounding DINO
 weights so the real loaders run on them."""
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -120,3 +124,53 @@ def test_corrupt_and_wrong_files_are_named(tiny_models, tmp_path):
         load_state_dict(lst, "SAM checkpoint")
     with pytest.raises(CheckpointError, match="is not a SAM checkpoint"):
         load_sam(tiny_models.saliency_checkpoint)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch SHOULD_NOT_EXIST",))
+
+
+def test_crafted_pickle_is_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(1), "payload": _Boom()}, p)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_state_dict(p, "SAM checkpoint")
+    assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
+    # plain pickle files too
+    q = tmp_path / "evil2.pth"
+    q.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(CheckpointError):
+        load_state_dict(q, "SAM checkpoint")
+    assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
+
+
+def test_missing_truncated_and_wrong_checkpoints(tmp_path, tiny_models):
+    from saa.models.features import FeatureExtractor
+    from saa.models.sam import load_sam
+
+    with pytest.raises(CheckpointError, match="install.sh"):
+        load_state_dict(tmp_path / "nope.pth", "SAM checkpoint")
+    data = open(tiny_models.sam_checkpoint, "rb").read()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_sam(tmp_path / "trunc.pth")
+    # the saliency backbone's weights in the SAM slot, and vice versa
+    with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
+        load_sam(tiny_models.saliency_checkpoint)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        FeatureExtractor("resnet18", tiny_models.sam_checkpoint)
+
+
+def test_known_checkpoint_name_with_wrong_checksum_is_rejected(tmp_path, tiny_models):
+    import shutil
+
+    fake = tmp_path / "sam_vit_b_01ec64.pth"
+    shutil.copy(tiny_models.sam_checkpoint, fake)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_state_dict(fake, "SAM checkpoint")
+    # the verdict is cached beside the file and reused while the file is unchanged
+    assert (tmp_path / "sam_vit_b_01ec64.pth.sha256").exists()
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_state_dict(fake, "SAM checkpoint")

@@ -11,15 +11,12 @@ import errno
 import json
 from pathlib import Path
 
-import numpy as np
-
 from saa import results as results_module
 from saa.cli import main
-from saa.evaluation import category_maps_and_scale
 
-from test_evaluator import BOTTLE, _put_image, _put_mask, make_mvtec
+from tests.conftest import BOTTLE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
 
 
@@ -28,7 +25,7 @@ def _run_argv(data: Path, out: Path, tmp_path: Path) -> list[str]:
             "lite", "--set", f"models.weights_dir={tmp_path / 'none'}"]
 
 
-def test_disk_full_mid_run_is_one_line_and_the_rerun_computes_only_the_rest(tmp_path, capsys, monkeypatch):
+def test_disk_full_mid_run_is_one_line_and_the_rerun_computes_only_the_rest(tmp_path, capsys, monkeypatch, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     out = tmp_path / "run"
     real = results_module.atomic_write_bytes
@@ -53,10 +50,10 @@ def test_disk_full_mid_run_is_one_line_and_the_rerun_computes_only_the_rest(tmp_
     assert (info["computed"], info["reused"], info["features_computed"]) == (2, 1, 0)
 
 
-def test_image_names_too_long_for_a_file_get_safe_stored_names(tmp_path, capsys):
+def test_image_names_too_long_for_a_file_get_safe_stored_names(tmp_path, capsys, make_mvtec, put_image):
     data = make_mvtec(tmp_path / "data")
     long_stem = "x" * 244
-    _put_image(BOTTLE / "test" / "good" / "002.png", data / "bottle" / "test" / "good" / f"{long_stem}.png")
+    put_image(BOTTLE / "test" / "good" / "002.png", data / "bottle" / "test" / "good" / f"{long_stem}.png")
     out = tmp_path / "run"
     assert main(_run_argv(data, out, tmp_path)) == 0
     first = json.loads((out / "metrics.json").read_text())
@@ -74,12 +71,12 @@ def test_image_names_too_long_for_a_file_get_safe_stored_names(tmp_path, capsys)
     assert all(len(n.encode()) <= 255 for n in written) and len([n for n in written if n.endswith("_saliency.npy")]) == 2
 
 
-def test_identical_images_are_reported_as_constant_not_stretched(tmp_path):
+def test_identical_images_are_reported_as_constant_not_stretched(tmp_path, put_image, put_mask):
     root = tmp_path / "data"
     src = BOTTLE / "test" / "good" / "000.png"
     for rel in ("good/000.png", "good/001.png", "broken_large/000.png"):
-        _put_image(src, root / "bottle" / "test" / rel)
-    _put_mask(BOTTLE / "ground_truth" / "broken_large" / "000_mask.png",
+        put_image(src, root / "bottle" / "test" / rel)
+    put_mask(BOTTLE / "ground_truth" / "broken_large" / "000_mask.png",
               root / "bottle" / "ground_truth" / "broken_large" / "000_mask.png")
     out = tmp_path / "run"
     assert main(_run_argv(root, out, tmp_path)) == 0
@@ -91,15 +88,3 @@ def test_identical_images_are_reported_as_constant_not_stretched(tmp_path):
     with open(out / "bottle" / "scores.csv", newline="") as f:
         scores = [float(r["image_score"]) for r in csv.DictReader(f)]
     assert scores == [0.0, 0.0, 0.0]
-
-
-def test_category_maps_keeps_real_contrast_and_zeroes_noise():
-    rng = np.random.default_rng(0)
-    noise = [1e-7 * rng.standard_normal((8, 8)).astype(np.float32) for _ in range(3)]
-    maps, scores, note, norm = category_maps_and_scale(noise, 8)
-    assert note and not maps.any() and not scores.any()
-    assert norm.constant  # and the recorded scale says so
-    real = [np.zeros((8, 8), np.float32), np.full((8, 8), 0.01, np.float32)]
-    maps, scores, note, norm = category_maps_and_scale(real, 8)
-    assert note is None and scores.tolist() == [0.0, 1.0]
-    assert not norm.constant

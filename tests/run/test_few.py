@@ -30,9 +30,9 @@ from saa.run import few
 from saa.saliency.bank import scores_against
 from saa.verdict import Decision
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import BOTTLE, REPO
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
 KEYS = ("broken_large/000", "contamination/000", "good/000")
 
 

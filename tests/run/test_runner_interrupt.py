@@ -12,9 +12,8 @@ from pathlib import Path
 
 from saa.testing import tiny_config_overrides
 
-from test_evaluator import FAST, make_mvtec
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import FAST, REPO
 
 
 def _cmd(data: Path, out: Path, tiny_models) -> list[str]:
@@ -28,7 +27,7 @@ def _maps(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in (out / "bottle" / "maps").glob("*.npz")}
 
 
-def test_sigkill_then_resume_gives_identical_metrics(tmp_path, tiny_models):
+def test_sigkill_then_resume_gives_identical_metrics(tmp_path, tiny_models, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     # uninterrupted reference
     ref = tmp_path / "ref"
@@ -64,7 +63,7 @@ def test_sigkill_then_resume_gives_identical_metrics(tmp_path, tiny_models):
     assert got["mean"] == want["mean"]
 
 
-def test_unreadable_image_stops_the_run_and_keeps_results(tmp_path, tiny_models):
+def test_unreadable_image_stops_the_run_and_keeps_results(tmp_path, tiny_models, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     # sorted after broken_large/000 and contamination/000: the run reaches it last
     bad = data / "bottle" / "test" / "good" / "000.png"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared/realdata"
+from tests.conftest import REALDATA, REPO
 
 
 def _load_script():
@@ -21,8 +19,8 @@ def _load_script():
 
 
 def test_saliency_only_outputs_match(tmp_path, capsys):
-    glob = str(BOTTLE / "mvtec_ad__*/bottle/test/*/*.png")
-    if not list(BOTTLE.glob("mvtec_ad__*/bottle/test/*/*.png")):
+    glob = str(REALDATA / "mvtec_ad__*/bottle/test/*/*.png")
+    if not list(REALDATA.glob("mvtec_ad__*/bottle/test/*/*.png")):
         pytest.skip("real bottle images missing")
     bench = _load_script()
     out = tmp_path / "bench.json"
@@ -46,7 +44,7 @@ def test_compare_precision_reports_diffs_and_metrics(tmp_path):
     """--compare-precision reruns the saa schedule at another precision with the same models and
     reports the map and metric differences. On the CPU autocast is off (SAAPipeline._precision), so
     bf16 must give the same maps and metrics; on CUDA the same code reports the real differences."""
-    if not list(BOTTLE.glob("mvtec_ad__*/bottle/test/*/*.png")):
+    if not list(REALDATA.glob("mvtec_ad__*/bottle/test/*/*.png")):
         pytest.skip("real bottle images missing")
     bench = _load_script()
     out = tmp_path / "bench.json"

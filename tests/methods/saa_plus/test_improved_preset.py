@@ -13,19 +13,22 @@ import numpy as np
 import pytest
 import torch
 
-from saa import evaluator as E
 from saa.config import CROSS_IMAGE_KEYS, PRESETS, config_from_dict, load_config, register_preset
-from saa.saliency.bank import CrossImageBank, FeatureStore, combine_saliency, knn_scores
-from saa.saliency.cross import combine, cross_image_scores, select_others
 from saa.errors import ConfigError
-from saa.methods.saa_plus import SAAPipeline
+from saa.methods.saa_plus import SAAPipeline, config_fingerprint
+from saa.run import evaluate_run
+from saa.saliency.bank import CrossImageBank
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
-PCB = REPO.parent / "shared" / "realdata" / "visa_pcb_samples__rezafarjad_industrial-pcb-anomaly-detection"
+from tests.conftest import BOTTLE, PCB, REPO
+
+
 MVTEC = REPO / "configs" / "mvtec.yaml"
+
+
 SIDE = 128
+
+
 # small and quick: no general prompts, small maps
 FAST = ["general_prompts=[]", "out_size=64", "dataset.options.eval_size=64"]
 
@@ -96,7 +99,7 @@ def test_presets_registered_without_cross_keys_keep_it_off():
 
 
 def test_fingerprint_covers_cross_image_settings_only_when_on():
-    fp = E.config_fingerprint
+    fp = config_fingerprint
     imp = load_config(MVTEC, ["preset=improved"])
     base = fp(imp, "bottle")
     assert base != fp(load_config(MVTEC, ["preset=paper"]), "bottle")
@@ -112,74 +115,6 @@ def test_fingerprint_covers_cross_image_settings_only_when_on():
         want = fp(cfg, "bottle")
         assert fp(load_config(MVTEC, [f"preset={preset}", "behaviour.cross_image_k=5"]), "bottle") == want
         assert fp(cfg, "bottle", ["good/000"]) == want
-
-
-# ---------------------------------------------------------------------------------------------
-# bank maths (no models)
-
-
-@pytest.mark.parametrize("k,max_others,subset", [(1, None, "similar"), (3, None, "similar"), (1, 3, "similar"),
-                                                 (2, 3, "spread")])
-def test_bank_scores_equal_cross_image_scores(tmp_path, k, max_others, subset):
-    feats = unit_features(6, shape=(5, 6), seed=1)
-    want = cross_image_scores(feats, k=k, max_others=max_others, subset=subset, chunk=7, block=40)
-    store = FeatureStore(tmp_path / "f", "fp1")
-    for i, f in enumerate(feats):
-        store.put(f"good/{i}", f)
-    keys = [f"good/{i}" for i in range(6)]
-    for bank in (CrossImageBank.from_features(feats, k=k, max_others=max_others, subset=subset, chunk=7, block=40),
-                 CrossImageBank.from_store(store, keys, k=k, max_others=max_others, subset=subset, chunk=7, block=40)):
-        assert len(bank) == 6
-        for i in range(6):
-            got = bank.scores(i)
-            assert got.dtype == np.float32 and got.shape == (5, 6)
-            np.testing.assert_allclose(got, want[i], atol=1e-6, rtol=0)
-
-
-def test_knn_scores_brute_force_and_new_image():
-    feats = unit_features(4, c=16, shape=(6, 7), seed=2)
-    q = unit_features(1, c=16, shape=(3, 4), seed=3)[0]
-    for k in (1, 5):
-        got = knn_scores(q, feats, k=k, chunk=5, block=50)
-        flat = lambda f: f.reshape(16, -1).T.double()  # noqa: E731
-        d = 1 - flat(q) @ torch.cat([flat(f) for f in feats]).T
-        want = d.sort(dim=1)[0][:, :k].mean(dim=1).reshape(3, 4).numpy()
-        np.testing.assert_allclose(got, want, atol=1e-6)
-    bank = CrossImageBank.from_features(feats, k=2)
-    np.testing.assert_allclose(bank.scores_for(q), knn_scores(q, feats, k=2), atol=1e-7)
-    capped = CrossImageBank.from_features(feats, k=1, max_others=2, subset="spread")
-    np.testing.assert_allclose(capped.scores_for(q), knn_scores(q, [feats[j] for j in select_others(5, 4, 2, "spread")]),
-                               atol=1e-7)
-    assert knn_scores(q, []) is None
-
-
-def test_bank_of_one_and_store_validity(tmp_path):
-    one = CrossImageBank.from_features(unit_features(1))
-    assert one.scores(0) is None
-    with pytest.raises(IndexError):
-        one.scores(1)
-    store = FeatureStore(tmp_path / "s", "fpA")
-    store.put("a/b", unit_features(1)[0])
-    assert store.path("a/b").name == "a__b.npz" and store.has("a/b")
-    assert not FeatureStore(tmp_path / "s", "fpB").has("a/b")  # other settings
-    store.path("a/b").write_bytes(b"partial")
-    assert not store.has("a/b")
-    with pytest.raises(FileNotFoundError):
-        CrossImageBank.from_store(store, ["a/b"])
-    store.remove()
-    assert not (tmp_path / "s").exists()
-
-
-def test_combine_saliency_rules():
-    s = np.array([[0.4, 0.1], [0.0, 0.9]], np.float32)
-    c = np.array([[0.1, 0.4], [0.5, -1e-7]], np.float32)
-    np.testing.assert_allclose(combine_saliency(s, c, "geomean"), [[0.2, 0.2], [0.0, 0.0]], atol=1e-7)
-    for rule in ("cross", "mean", "product", "max"):
-        np.testing.assert_array_equal(combine_saliency(s, c, rule), combine(s, c, rule))
-    with pytest.raises(ValueError):
-        combine_saliency(s, c, "sum")
-    with pytest.raises(ValueError):
-        combine_saliency(s, c[:1], "geomean")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +320,7 @@ def test_saa_run_improved_one_and_two_processes_and_resume(tmp_path, tiny_models
     maps = sorted((one / "bottle" / "maps").glob("*.npz"))
     before = {p.name: p.stat().st_mtime_ns for p in maps}
     untouchable = SAAPipeline(cfg, detector=NoModel(), refiner=NoModel(), extractor=NoModel())
-    second = E.evaluate_run(cfg, one, progress=False, print_table=False, pipeline=untouchable)
+    second = evaluate_run(cfg, one, progress=False, print_table=False, pipeline=untouchable)
     assert second["totals"]["computed"] == 0 and second["categories"]["bottle"]["metrics"] == info["metrics"]
     assert {p.name: p.stat().st_mtime_ns for p in maps} == before
 
@@ -394,7 +329,7 @@ def test_saa_run_improved_one_and_two_processes_and_resume(tmp_path, tiny_models
     with np.load(lost) as z:
         want = z["map"].copy()
     lost.unlink()
-    third = E.evaluate_run(cfg, one, progress=False, print_table=False, pipeline=improved)
+    third = evaluate_run(cfg, one, progress=False, print_table=False, pipeline=improved)
     assert third["totals"]["computed"] == 1 and third["categories"]["bottle"]["seconds"]["cross_features"] > 0
     with np.load(lost) as z:  # this process may use other thread counts than the subprocess: rounding only
         np.testing.assert_allclose(z["map"], want, rtol=1e-4, atol=1e-6)

@@ -4,30 +4,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from saa.config import load_config
-from saa.pipeline import SAAPipeline
+from saa.methods.saa_plus import SAAPipeline
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "realdata"
-
-
-def real_image(pattern: str, tmp_path: Path, size: int = 256) -> Path:
-    hits = sorted(REAL.glob(pattern))
-    assert hits, f"real sample images missing: {REAL}/{pattern}"
-    img = cv2.imread(str(hits[0]), cv2.IMREAD_COLOR)
-    h, w = img.shape[:2]
-    s = size / max(h, w)
-    small = cv2.resize(img, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
-    out = tmp_path / hits[0].name.replace(" ", "_")
-    cv2.imwrite(str(out.with_suffix(".png")), small)
-    return out.with_suffix(".png")
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +51,7 @@ def check_prediction(pred, image_shape, out_size=400, box_rule=True):
             assert c["area"] < info["defect_max_area"]
 
 
-def test_single_object_category(pipelines, tmp_path):
+def test_single_object_category(pipelines, tmp_path, real_image):
     img = real_image("mvtec_ad__*/bottle/test/broken_large/000.png", tmp_path)
     p = pipelines["mvtec"]
     pred = p.predict(img, "bottle")
@@ -79,7 +65,7 @@ def test_single_object_category(pipelines, tmp_path):
     np.testing.assert_array_equal(again.saliency, pred.saliency)
 
 
-def test_multi_object_category(pipelines, tmp_path):
+def test_multi_object_category(pipelines, tmp_path, real_image):
     img = real_image("visa_pcb_samples__*/pcb1/defective.jpg", tmp_path)
     p = pipelines["visa"]
     pred = p.predict(img, "candle")  # n_objects = 4 -> multi-object saliency or logged fallback
@@ -93,7 +79,7 @@ def test_multi_object_category(pipelines, tmp_path):
     assert len(pred.kept) <= 1  # candle keeps K = 1 region
 
 
-def test_paper_preset_uses_mask_area_rule(pipelines, tmp_path):
+def test_paper_preset_uses_mask_area_rule(pipelines, tmp_path, real_image):
     img = real_image("mvtec_ad__*/bottle/test/broken_large/000.png", tmp_path)
     pred = pipelines["paper"].predict(img, "bottle")
     check_prediction(pred, cv2.imread(str(img)).shape, box_rule=False)
@@ -110,7 +96,7 @@ def test_paper_preset_uses_mask_area_rule(pipelines, tmp_path):
         assert np.allclose(pred.anomaly_map_full[m], pred.kept[0].rescored, rtol=1e-6)
 
 
-def test_cli_predict_writes_outputs(tiny_models, tmp_path):
+def test_cli_predict_writes_outputs(tiny_models, tmp_path, real_image):
     a = real_image("mvtec_ad__*/bottle/test/broken_large/000.png", tmp_path)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
@@ -145,7 +131,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert "not found" in r.stderr and "install.sh" in r.stderr
 
 
-def test_no_detection_gives_a_defined_zero_map(tiny_models, tmp_path):
+def test_no_detection_gives_a_defined_zero_map(tiny_models, tmp_path, real_image):
     img = real_image("mvtec_ad__*/bottle/test/good/000.png", tmp_path, size=128)
     ov = tiny_config_overrides(tiny_models) + ["models.grounding.box_threshold=1.0"]
     pred = SAAPipeline(load_config(REPO / "configs" / "mvtec.yaml", ov)).predict(img, "bottle")

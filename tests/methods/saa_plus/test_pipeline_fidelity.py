@@ -28,10 +28,10 @@ from saa.config import load_config
 from saa.models.grounding import DetectorOutput, GroundingDetector, normalize_caption
 from saa.methods.saa_plus import SAAPipeline
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.conftest import REPO, SHARED
+
 FID = SHARED / "fidelity"
 REF = FID / "reference"
-REPO = Path(__file__).resolve().parents[1]
 
 CASES = [
     ("mvtec_bottle/000_broken_large_000", "mvtec.yaml", "bottle",

@@ -4,14 +4,12 @@ keeping the full-size masks, give the same predictions; the refiners' statistics
 full-size masks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REALDATA, REPO
 
 
 @pytest.mark.parametrize("backend", ["segment_anything", "transformers"])
@@ -50,7 +48,7 @@ def test_pipeline_same_as_straightforward(tiny_models):
     from saa.methods.saa_plus import SAAPipeline
     from saa.testing import tiny_config_overrides
 
-    hits = sorted((REPO.parent / "shared/realdata").glob("mvtec_ad__*/bottle/test/broken_large/000.png"))
+    hits = sorted(REALDATA.glob("mvtec_ad__*/bottle/test/broken_large/000.png"))
     if not hits:
         pytest.skip("real bottle image missing")
     img = cv2.cvtColor(cv2.resize(cv2.imread(str(hits[0])), (300, 260)), cv2.COLOR_BGR2RGB)
