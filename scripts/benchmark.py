@@ -85,8 +85,8 @@ FIDELITY_IMAGES = ("mvtec_ad__*/bottle/test/broken_large/003.png", "mvtec_ad__*/
 
 
 def build_fidelity(out: Path) -> list[str]:
-    """The fidelity kit's random-weight files (cached in ``out``), built as tests/test_fidelity.py
-    builds them."""
+    """The fidelity kit's random-weight files (cached in ``out``), built as
+    tests/methods/saa_plus/test_pipeline_fidelity.py builds them."""
     import subprocess
 
     if not (out / "manifest.json").is_file():

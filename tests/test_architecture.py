@@ -1,14 +1,15 @@
 """The architecture holds: the layer contracts and the no-cycle contract of pyproject.toml
-(import-linter, function-level imports included), and the module table of docs/architecture.md matches
-the package."""
+(import-linter, function-level imports included), the module table of docs/architecture.md matches
+the package, and the tests mirror the package: the tests of ``saa/X/Y.py`` are ``tests/X/test_Y.py``
+(or ``tests/X/test_Y_<aspect>.py``), those of ``scripts/Y.py`` are ``tests/scripts/test_Y*.py``, and
+the few that test no one module are listed in LAYOUT_EXCEPTIONS with the reason."""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_import_contracts_are_kept():
@@ -26,3 +27,59 @@ def test_module_table_matches_the_package():
     modules = {str(p.relative_to(REPO)) for p in (REPO / "saa").rglob("*.py") if p.name != "__init__.py"}
     assert modules - named == set(), f"modules the docs/architecture.md table leaves out: {sorted(modules - named)}"
     assert named - modules == set(), f"docs/architecture.md names modules that do not exist: {sorted(named - modules)}"
+
+
+#: (folder under tests/, file stem after "test_") -> why those tests live there without a module of
+#: that name; a stem also covers test_<stem>_<aspect>.py
+LAYOUT_EXCEPTIONS = {
+    ("", "architecture"): "the package's layers and docs/architecture.md (pyproject.toml's import contracts)",
+    ("", "conftest"): "the suite's own guards (tests/conftest.py)",
+    ("", "install_sh"): "install.sh at the repository root",
+    ("", "license"): "LICENSE and the licences section of the README",
+    ("examples", "notebook"): "examples/quickstart.ipynb, run in a real Jupyter kernel",
+    ("methods", "contract"): "one contract over every registered method (each folder of saa/methods/)",
+    ("methods/saa_plus", "improved_preset"): "the improved preset end to end: settings, bank, pipeline, run, torchrun",
+    ("models", "backends"): "both transformers backends (hf_grounding.py, hf_sam.py) against the reference packages",
+}
+
+
+def _covers(stem: str, names) -> bool:
+    return any(stem == n or stem.startswith(n + "_") for n in names)
+
+
+def test_each_test_file_lives_where_its_module_is():
+    tests = REPO / "tests"
+    wrong, used = [], set()
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        if rel.parts[0] == "support":
+            continue
+        folder, stem = "/".join(rel.parts[:-1]), path.stem[len("test_"):]
+        exempt = [key for key in LAYOUT_EXCEPTIONS if key[0] == folder and _covers(stem, [key[1]])]
+        used.update(exempt)
+        if exempt:
+            continue
+        if folder == "scripts":
+            home = REPO / "scripts"
+        elif folder == "" or (REPO / "saa" / folder / "__init__.py").is_file():
+            home = REPO / "saa" / folder
+        else:
+            wrong.append(f"tests/{rel}: there is no package saa/{folder}/")
+            continue
+        modules = [p.stem for p in home.glob("*.py") if p.name != "__init__.py"]
+        if not _covers(stem, modules):
+            where = home.relative_to(REPO)
+            wrong.append(f"tests/{rel}: there is no module {where}/{stem.split('_')[0]}*.py that it could test")
+    assert not wrong, ("the tests of saa/X/Y.py live in tests/X/test_Y.py or tests/X/test_Y_<aspect>.py; move these "
+                       "files, or list them in LAYOUT_EXCEPTIONS with the reason:\n" + "\n".join(wrong))
+    assert set(LAYOUT_EXCEPTIONS) <= used, f"exceptions no test file uses: {sorted(set(LAYOUT_EXCEPTIONS) - used)}"
+
+
+def test_test_folders_are_packages():
+    """Two test files may share a name in two folders (tests/commands/test_report.py beside
+    tests/test_report.py) only when every folder of tests/ is a package."""
+    tests = REPO / "tests"
+    missing = sorted(str(d.relative_to(REPO)) for d in [tests, *tests.rglob("*")]
+                     if d.is_dir() and d.name not in ("support", "__pycache__") and "support" not in d.parts
+                     and any(d.glob("*.py")) and not (d / "__init__.py").is_file())
+    assert not missing, f"test folders without __init__.py: {missing}"

@@ -1,4 +1,5 @@
-"""The HTML report of a run (saa.report, `saa report`, and the hook at the end of evaluate_run)."""
+"""The HTML report of a run (saa.report, `saa report`, and the hook at the end of evaluate_run); a
+corrupt metrics.json is one line."""
 from __future__ import annotations
 
 import re
@@ -14,9 +15,15 @@ from saa.config import load_config
 from saa.run import evaluate_run
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
+from tests.conftest import BOTTLE, REPO
+
+
 SIDE = 128
+
+#: every test here starts from the default pixel limit
+pytestmark = pytest.mark.usefixtures("default_pixel_limit")
+
+
 # two categories of the mvtec config, both filled with real bottle images (the report does not care)
 TREE = {"bottle": ["good/000", "broken_large/000", "contamination/000"],
         "screw": ["good/002", "broken_small/000"]}
@@ -96,3 +103,12 @@ def test_saa_report_command_and_moved_dataset(run_dir, tmp_path, capsys):
 def test_report_of_a_non_run_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "metrics.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b'{"categories": {"bottle": ', b"[1, 2]", b"\xff\xfe garbage",
+                                     b'{"categories": {"bottle": 3}}', b'{"eval_size": "big"}'])
+def test_report_on_a_corrupt_metrics_json(tmp_path, content, run_cli):
+    (tmp_path / "metrics.json").write_bytes(content)
+    r = run_cli("report", tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith(f"saa: error: {tmp_path / 'metrics.json'}: ") and "saa run" in r.stderr

