@@ -13,16 +13,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from saa.bank import (REVIEW, BankError, ReferenceBank, bank_verdict, build_bank, calibrate_bank,
                       calibration_from_scores, clopper_pearson, greedy_coreset, open_bank, threshold_at)
 from saa.bank.inputs import expand_inputs
 from saa.cli import main
 from saa.config import config_from_dict
-from saa.methods import Method, ModelFile, register_method, unregister_method
-from saa.methods.base import hash_of
-from saa.prediction import Prediction
+from saa.methods import register_method, unregister_method
 from saa.saliency.cross import nearest_search
 
 from tests.conftest import BOTTLE, REPO  # noqa: E402
