@@ -6,7 +6,8 @@ file, the field and what is wrong (:class:`RecordError`, a :class:`~saa.errors.S
 traceback from inside a library:
 
 * :class:`RunResult` — ``metrics.json`` (per category a :class:`CategoryEntry`, with its
-  :class:`DecisionRecord` when the category is labelled);
+  :class:`DecisionRecord` when the category is labelled and its :class:`ReferencesRecord` when its
+  images were scored against a reference bank of good parts);
 * :class:`DecisionRecord` — the thresholds of a labelled category, the normalisation they are on
   (:class:`NormalisationRecord`), their provenance (method, fingerprint, out_size: required) and
   their quality (:class:`DecisionQuality`);
@@ -34,7 +35,7 @@ from .config import MAX_EVAL_SIZE, MAX_OUT_SIZE
 from .errors import SaaError
 
 __all__ = ["RecordError", "TooLarge", "read_json", "parse_json", "parse_record", "NormalisationRecord",
-           "DecisionQuality", "DecisionRecord", "CategoryEntry", "RunResult", "ImageSidecar", "ScoreRow",
+           "DecisionQuality", "DecisionRecord", "ReferencesRecord", "RunReferences", "CategoryEntry", "RunResult", "ImageSidecar", "ScoreRow",
            "RunState", "LockInfo", "METRIC_KEYS", "MAX_COUNT"]
 
 #: Metric keys in table order (the values of :func:`saa.metrics.compute_all`, in percent).
@@ -382,7 +383,49 @@ class Verdicts(_Record):
 
 
 _CATEGORY_OPTIONAL = ("features_computed", "notes", "vand_dir", "decision", "verdicts", "masks_dir", "unavailable",
-                      "map_fingerprint")
+                      "map_fingerprint", "references")
+
+#: how a run's references were given: ``--bank``, ``--references DIR`` or ``--k-shot K``
+REFERENCE_MODES = ("bank", "references", "k_shot")
+
+
+class ReferencesRecord(_Record):
+    """The reference bank of good parts a category's test images were scored against (``saa run
+    --bank`` / ``--references`` / ``--k-shot``): no image was compared with the other test images."""
+
+    mode: Literal["bank", "references", "k_shot"]
+    bank_id: Name
+    #: the bank folder (for --references / --k-shot: OUT/<category>/bank)
+    bank: Text
+    #: the references' file names, in bank order, and their paths when built
+    images: list[Text] = Field(default_factory=list)
+    paths: list[Text] = Field(default_factory=list)
+    #: k-shot: k, the seed run, the seed list and the ids it names
+    k: OptCount = None
+    seed_run: OptCount = None
+    seed_file: OptText = None
+    ids: list[Text] = Field(default_factory=list)
+    #: the bank's calibration (thresholds from good parts), if it has one
+    calibrated: Bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler):
+        return {k: v for k, v in handler(self).items() if v not in (None, [])}
+
+
+class RunReferences(_Record):
+    """What the run's images were scored against, for the whole run (per category:
+    :class:`ReferencesRecord`)."""
+
+    mode: Literal["bank", "references", "k_shot"]
+    k: OptCount = None
+    seed_run: OptCount = None
+    seeds: OptText = None
+    source: OptText = None
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class CategoryEntry(_Record):
@@ -402,8 +445,10 @@ class CategoryEntry(_Record):
     #: metric key -> why it could not be computed (no mask, no anomalous image, ...)
     unavailable: dict[str, Text] = Field(default_factory=dict)
     #: the fingerprint of this category's stored maps (method settings and, for a method that compares
-    #: images, the image set): a map with another one comes from another run
+    #: images, the image set or the reference bank): a map with another one comes from another run
     map_fingerprint: OptText = None
+    #: the reference bank of good parts the images were scored against (None: against each other / none)
+    references: Optional[ReferencesRecord] = None
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -438,6 +483,8 @@ class Totals(_Record):
 class VandInfo(_Record):
     root: Text
     experiment: Text
+    #: ``<k>shot/<run>``: ``0shot/0`` for the zero-shot track
+    track: Text = "0shot/0"
 
 
 class Timings(_Record):
@@ -475,6 +522,8 @@ class RunResult(_Record):
     config_sha256: OptText = None
     #: lines the run printed as warnings (weak decisions, metrics that could not be computed)
     warnings: list[Text] = Field(default_factory=list)
+    #: ``--bank`` / ``--references`` / ``--k-shot``: what the images were scored against (None: each other)
+    references: Optional[RunReferences] = None
 
     @field_validator("out_size", "eval_size", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ Layout (``OUT`` is ``--out``)::
     OUT/<category>/masks/<stem>.png     ``--save-masks``: the predicted defect pixels
     OUT/<category>/cross_features/      pass-1 features of a method that compares each image with the
                                         category's others, while the category is incomplete
+    OUT/<category>/bank/                ``saa run --references`` / ``--k-shot``: the reference bank of good
+                                        parts the category's images are scored against (:mod:`saa.bank`)
 
 ``<stem>`` is :func:`saa.naming.stored_stem` of the sample key: injective, so no two samples can
 share a file. A category must be a plain folder name and every path the folder hands out is checked
@@ -415,6 +417,7 @@ class CategoryStore:
         self.scores_csv = store.path(name, "scores.csv")
         self.features_dir = store.path(name, "cross_features")
         self.masks_dir = store.path(name, "masks")
+        self.bank_dir = store.path(name, "bank")
 
     def result_path(self, key: str) -> Path:
         return self.maps_dir / map_file_name(key)

@@ -1,10 +1,14 @@
-"""VAND 2023 challenge submission tree (zero-shot track; SPEC §7).
+"""VAND 2023 challenge submission tree (zero-shot track, SPEC §7; and the few-shot track).
 
 Per test image, under an output root::
 
     <root>/<experiment>/0shot/0/<category>/Unknown/classification/<stem>.txt   one float, 5 decimals, in [0, 1]
     <root>/<experiment>/0shot/0/<category>/Unknown/segmentation/<stem>.npz     np.savez_compressed, key "img",
                                                                                 uint8 400x400 = round(map x 255)
+
+The few-shot track has the same two files per image under ``<root>/<experiment>/<k>shot/<run>/``
+(``shots`` = k reference images, ``run`` = the seed run that chose them; zero-shot is ``0shot/0``),
+e.g. ``visa_challenge/5shot/2/candle/Unknown/segmentation/0000.npz``.
 
 ``map`` is the category-normalised anomaly map (values in [0, 1]); it is resized to 400x400
 (bicubic) when it has another size. The file stem is used literally: stems containing ``-`` or
@@ -50,17 +54,28 @@ def _check_name(what: str, name: str) -> str:
     return name
 
 
-def vand_category_dir(root: str | os.PathLike, category: str, experiment: str = VAND_EXPERIMENT) -> Path:
-    """``<root>/<experiment>/0shot/0/<category>/Unknown``."""
-    return (Path(root) / _check_name("experiment", experiment) / "0shot" / "0"
+def _shot_parts(shots: int, run: int) -> tuple[str, str]:
+    shots, run = int(shots), int(run)
+    if shots < 0 or run < 0:
+        raise ValueError(f"VAND shots and run must be 0 or more, got {shots} and {run}")
+    if shots == 0 and run != 0:
+        raise ValueError(f"the zero-shot track has one run (0), got run {run}")
+    return f"{shots}shot", str(run)
+
+
+def vand_category_dir(root: str | os.PathLike, category: str, experiment: str = VAND_EXPERIMENT, *,
+                      shots: int = 0, run: int = 0) -> Path:
+    """``<root>/<experiment>/<shots>shot/<run>/<category>/Unknown`` (zero-shot: ``0shot/0``)."""
+    shot, r = _shot_parts(shots, run)
+    return (Path(root) / _check_name("experiment", experiment) / shot / r
             / _check_name("category", category) / "Unknown")
 
 
 def vand_paths(root: str | os.PathLike, category: str, stem: str,
-               experiment: str = VAND_EXPERIMENT) -> tuple[Path, Path]:
+               experiment: str = VAND_EXPERIMENT, *, shots: int = 0, run: int = 0) -> tuple[Path, Path]:
     """(classification .txt path, segmentation .npz path) of one image; ``stem`` is used literally."""
     stem = _check_name("file stem", stem)
-    base = vand_category_dir(root, category, experiment)
+    base = vand_category_dir(root, category, experiment, shots=shots, run=run)
     # string concatenation, not Path.with_suffix: a stem with dots must keep all of them
     return base / "classification" / (stem + ".txt"), base / "segmentation" / (stem + ".npz")
 
@@ -89,9 +104,10 @@ def format_score(score: float) -> str:
 
 
 def write_vand_image(root: str | os.PathLike, category: str, stem: str, norm_map: np.ndarray,
-                     score: float, experiment: str = VAND_EXPERIMENT) -> tuple[Path, Path]:
+                     score: float, experiment: str = VAND_EXPERIMENT, *, shots: int = 0,
+                     run: int = 0) -> tuple[Path, Path]:
     """Write the two files of one image; returns their paths (txt, npz)."""
-    txt, npz = vand_paths(root, category, stem, experiment)
+    txt, npz = vand_paths(root, category, stem, experiment, shots=shots, run=run)
     seg = segmentation_uint8(norm_map)
     text = format_score(score)
     buf = io.BytesIO()
@@ -103,8 +119,9 @@ def write_vand_image(root: str | os.PathLike, category: str, stem: str, norm_map
 
 def write_vand_category(root: str | os.PathLike, category: str, stems: Sequence[str],
                         norm_maps: Iterable[np.ndarray], scores: Sequence[float],
-                        experiment: str = VAND_EXPERIMENT) -> Path:
-    """Write every image of a category; returns the category folder. Duplicate stems raise."""
+                        experiment: str = VAND_EXPERIMENT, *, shots: int = 0, run: int = 0) -> Path:
+    """Write every image of a category (``shots`` / ``run``: the few-shot track's ``<k>shot/<run>``);
+    returns the category folder. Duplicate stems raise."""
     stems = [str(s) for s in stems]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
@@ -114,17 +131,17 @@ def write_vand_category(root: str | os.PathLike, category: str, stems: Sequence[
         raise ValueError(f"{len(stems)} stems but {len(scores)} scores")
     n = 0
     for stem, m, s in zip(stems, norm_maps, scores):
-        write_vand_image(root, category, stem, m, s, experiment)
+        write_vand_image(root, category, stem, m, s, experiment, shots=shots, run=run)
         n += 1
     if n != len(stems):
         raise ValueError(f"{len(stems)} stems but {n} maps")
-    return vand_category_dir(root, category, experiment)
+    return vand_category_dir(root, category, experiment, shots=shots, run=run)
 
 
 def read_vand_image(root: str | os.PathLike, category: str, stem: str,
-                    experiment: str = VAND_EXPERIMENT) -> tuple[float, np.ndarray]:
+                    experiment: str = VAND_EXPERIMENT, *, shots: int = 0, run: int = 0) -> tuple[float, np.ndarray]:
     """(score, uint8 segmentation) of one written image (for checks and tests)."""
-    txt, npz = vand_paths(root, category, stem, experiment)
+    txt, npz = vand_paths(root, category, stem, experiment, shots=shots, run=run)
     score = float(txt.read_text().strip())
     with np.load(npz) as z:
         seg = z["img"]
@@ -132,9 +149,9 @@ def read_vand_image(root: str | os.PathLike, category: str, stem: str,
 
 
 def category_stems(root: str | os.PathLike, category: str,
-                   experiment: str = VAND_EXPERIMENT) -> Optional[list[str]]:
+                   experiment: str = VAND_EXPERIMENT, *, shots: int = 0, run: int = 0) -> Optional[list[str]]:
     """Stems that have both files in a category folder (None when the folder does not exist)."""
-    base = vand_category_dir(root, category, experiment)
+    base = vand_category_dir(root, category, experiment, shots=shots, run=run)
     if not base.is_dir():
         return None
     txt = {p.name[:-4] for p in (base / "classification").glob("*.txt")}

@@ -270,6 +270,12 @@ def load_decision(run_dir, category: str, missing_ok: bool = False, accept_weak:
             return None
         raise SaaError(f"{mpath}: no category {category!r} in this run (it has: {', '.join(cats) or 'none'})")
     where = f"{mpath} [{category}]"
+    refs = cats[category].references
+    if refs is not None:  # its maps came from a bank of good parts: another scale than images scored together
+        raise SaaError(f"{where}: this run scored its images against reference bank {refs.bank} (good parts), so "
+                       f"its thresholds are not on the scale of images scored against each other; judge new images "
+                       f"against the same bank: saa predict --bank {refs.bank} ... (thresholds from `saa bank "
+                       f"calibrate {refs.bank}`)")
     rec = cats[category].decision
     if rec is None:
         why = ("the run's test set is unlabelled" if not result.labelled

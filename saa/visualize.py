@@ -3,8 +3,8 @@ metrics, no file layout).
 
 Pictures that decide: a set of maps drawn on ONE colour scale (:class:`MapScale`: the same numbers
 give the same colour on every picture of the set), a colour bar with the numbers of that scale beside
-every map panel, the image score, and, when a threshold is known, the verdict (OK green / DEFECT red,
-a frame around every panel) and the outline of the predicted defect pixels on every panel.
+every map panel, the image score, and, when a threshold is known, the verdict (OK green / REVIEW amber /
+DEFECT red, a frame around every panel) and the outline of the predicted defect pixels on every panel.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 
 OK_COLOR = (0, 170, 0)
 DEFECT_COLOR = (220, 0, 0)
+#: a reference bank's REVIEW band (between OK and DEFECT: a person looks)
+REVIEW_COLOR = (230, 140, 0)
 NEUTRAL_COLOR = (60, 60, 60)
 #: outline of the predicted defect pixels (pixel threshold), distinct from the white ground truth
 PREDICTED_COLOR = (255, 0, 255)
@@ -47,7 +49,7 @@ class MapScale:
 
 
 def verdict_color(verdict: Optional[str]) -> tuple[int, int, int]:
-    return {"OK": OK_COLOR, "DEFECT": DEFECT_COLOR}.get(str(verdict or ""), NEUTRAL_COLOR)
+    return {"OK": OK_COLOR, "DEFECT": DEFECT_COLOR, "REVIEW": REVIEW_COLOR}.get(str(verdict or ""), NEUTRAL_COLOR)
 
 
 def _jet(unit: np.ndarray) -> np.ndarray:
@@ -80,6 +82,23 @@ def _fmt(v: float) -> str:
     if a != 0 and (a < 1e-3 or a >= 1e4):
         return f"{v:.2e}"
     return f"{v:.3f}" if a < 10 else f"{v:.1f}"
+
+
+def format_apart(*values: Optional[float], digits: Optional[int] = None) -> list[str]:
+    """The values as text (the pictures' own format, or ``digits`` significant digits), with more
+    significant digits (up to 12) when two that differ as numbers would read the same: a score just
+    below a threshold never reads as equal to it. None stays ``""``."""
+    nums = sorted({float(v) for v in values if v is not None})
+
+    def apart(texts: dict) -> bool:
+        return len(set(texts.values())) == len(nums)
+
+    texts = {v: (_fmt(v) if digits is None else f"{v:.{int(digits)}g}") for v in nums}
+    d = 4 if digits is None else int(digits) + 1
+    while not apart(texts) and d <= 12:
+        texts = {v: f"{v:.{d}g}" for v in nums}
+        d += 1
+    return ["" if v is None else texts[float(v)] for v in values]
 
 
 def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
@@ -155,13 +174,17 @@ def beyond(amap: Optional[np.ndarray], scale: Optional[MapScale]) -> tuple[Optio
 
 def legend_lines(verdict: Optional[str] = None, threshold: Optional[float] = None,
                  pixel_threshold: Optional[float] = None, outlined: bool = False, scale: Optional[MapScale] = None,
-                 over: Optional[float] = None, under: Optional[float] = None) -> list[str]:
+                 over: Optional[float] = None, under: Optional[float] = None,
+                 review_threshold: Optional[float] = None) -> list[str]:
     """What each mark of a picture comes from, one line each: the frame (the image verdict: the
-    image score against the IMAGE threshold), the magenta outline (pixels at or above the PIXEL
-    threshold: chosen on its own, so an OK part may show one and a DEFECT part none), and a colour
-    bar's open ends (map values beyond the scale)."""
+    image score against the IMAGE threshold, and a bank's REVIEW threshold), the magenta outline
+    (pixels at or above the PIXEL threshold: chosen on its own, so an OK part may show one and a
+    DEFECT part none), and a colour bar's open ends (map values beyond the scale)."""
     lines = []
-    if verdict is not None and threshold is not None:
+    if verdict is not None and threshold is not None and review_threshold is not None:
+        lines.append(f"frame {verdict}: image score vs DEFECT threshold {_fmt(float(threshold))} and REVIEW "
+                     f"threshold {_fmt(float(review_threshold))}")
+    elif verdict is not None and threshold is not None:
         lines.append(f"frame {verdict}: image score vs image threshold {_fmt(float(threshold))}")
     if outlined and pixel_threshold is not None:
         lines.append(f"magenta outline: pixels >= pixel threshold {_fmt(float(pixel_threshold))} (its own "
@@ -200,15 +223,19 @@ def framed(rgb: np.ndarray, color: tuple[int, int, int], width: int = 4) -> np.n
 
 
 def verdict_text(score: Optional[float], verdict: Optional[str] = None, threshold: Optional[float] = None,
-                 scale_label: str = "") -> str:
-    """``"DEFECT  score 0.913 >= threshold 0.431 (normalised)"`` / ``"OK ..."`` / ``"score 0.913"``."""
+                 scale_label: str = "", review_threshold: Optional[float] = None) -> str:
+    """``"DEFECT  score 0.913 >= threshold 0.431 (normalised)"`` / ``"OK ..."`` / ``"score 0.913"``;
+    ``"REVIEW  score 0.41 >= review 0.38, < threshold 0.52"`` for a bank's REVIEW band."""
     unit = f" ({scale_label})" if scale_label else ""
     if score is None:
         return verdict or ""
     if verdict is None or threshold is None:
         return f"score {_fmt(float(score))}{unit}; no threshold, no verdict"
+    s, t, r = format_apart(score, threshold, review_threshold)
+    if verdict == "REVIEW" and review_threshold is not None:
+        return f"REVIEW  score {s} >= review {r}, < threshold {t}{unit}"
     op = ">=" if verdict == "DEFECT" else "<"
-    return f"{verdict}  score {_fmt(float(score))} {op} threshold {_fmt(float(threshold))}{unit}"
+    return f"{verdict}  score {s} {op} threshold {t}{unit}"
 
 
 def banner(strip: np.ndarray, text: str, color: tuple[int, int, int] = NEUTRAL_COLOR, height: int = 26) -> np.ndarray:
@@ -405,7 +432,8 @@ def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray]
                       scale: Optional[MapScale] = None, anomaly_map: Optional[np.ndarray] = None,
                       score: Optional[float] = None, verdict: Optional[str] = None,
                       threshold: Optional[float] = None, defect_mask: Optional[np.ndarray] = None,
-                      pixel_threshold: Optional[float] = None, saliency: Optional[np.ndarray] = None) -> np.ndarray:
+                      pixel_threshold: Optional[float] = None, saliency: Optional[np.ndarray] = None,
+                      review_threshold: Optional[float] = None) -> np.ndarray:
     """One strip of panels for a :class:`saa.prediction.Prediction` (see :func:`panel_images`).
 
     Without the keyword arguments: the map on its own scale, as before. ``scale``: the colour scale
@@ -414,7 +442,9 @@ def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray]
     prediction's full-size map); ``score`` (on the scale's units), ``verdict`` (``"OK"`` /
     ``"DEFECT"``) and ``threshold``: written above the strip, the verdict colour framing every panel;
     ``defect_mask``: predicted defect pixels, outlined (magenta) on every panel; ``pixel_threshold``:
-    marked on the colour bar; ``saliency``: replaces the prediction's (e.g. reloaded from disk).
+    marked on the colour bar; ``saliency``: replaces the prediction's (e.g. reloaded from disk);
+    ``review_threshold``: a bank's REVIEW threshold (verdict ``"REVIEW"``: amber frame), written with
+    the DEFECT threshold and marked on the colour bar.
     """
     regions = getattr(prediction, "has_regions", True)
     amap = prediction.anomaly_map_full if anomaly_map is None else anomaly_map
@@ -431,15 +461,17 @@ def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray]
     over, under = beyond(amap, scale) if "anomaly_map" in imgs else (None, None)
     if scale is not None and "anomaly_map" in imgs:
         marks = [(float(pixel_threshold), "px thr")] if pixel_threshold is not None else []
+        if review_threshold is not None:
+            marks.append((float(review_threshold), "review"))
         bars["anomaly_map"] = colorbar(bar_h, scale, marks=marks, over=over, under=under)
     if "saliency" in imgs and sal is not None:
         bars["saliency"] = colorbar(bar_h, MapScale(0.0, float(np.max(sal)) or 1.0, "saliency"))
     strip = compose(imgs, height, bars=bars, frame=verdict_color(verdict) if verdict else None)
     for line in reversed(legend_lines(verdict, threshold, pixel_threshold, defect_mask is not None and
-                                      bool(np.any(defect_mask)), scale, over, under)):
+                                      bool(np.any(defect_mask)), scale, over, under, review_threshold)):
         strip = banner(strip, line, NEUTRAL_COLOR, height=18)
     text = verdict_text(score if score is not None else getattr(prediction, "score", None), verdict, threshold,
-                        scale.label if scale is not None else "")
+                        scale.label if scale is not None else "", review_threshold)
     return banner(strip, text, verdict_color(verdict))
 
 

@@ -34,3 +34,22 @@ def test_vand_writer(tmp_path):
         V.write_vand_image(tmp_path, "pcb1", "c", m, float("nan"))
     with pytest.raises(ValueError, match="duplicate"):
         V.write_vand_category(tmp_path, "pcb1", ["d", "d"], [m, m], [0.1, 0.2])
+
+
+def test_vand_few_shot_tree(tmp_path):
+    """The few-shot track: the same two files per image under <k>shot/<run>/."""
+    m = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    d = V.write_vand_category(tmp_path, "candle", ["0000", "01-b.c"], [m, m], [0.5, 0.25], shots=5, run=2)
+    assert d == tmp_path / "visa_challenge/5shot/2/candle/Unknown"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "visa_challenge/5shot/2/candle/Unknown/classification/0000.txt",
+        "visa_challenge/5shot/2/candle/Unknown/classification/01-b.c.txt",
+        "visa_challenge/5shot/2/candle/Unknown/segmentation/0000.npz",
+        "visa_challenge/5shot/2/candle/Unknown/segmentation/01-b.c.npz"]
+    s, seg = V.read_vand_image(tmp_path, "candle", "01-b.c", shots=5, run=2)
+    assert s == 0.25 and seg.dtype == np.uint8 and seg.shape == (400, 400) and (seg[0, 0], seg[-1, -1]) == (0, 255)
+    assert V.category_stems(tmp_path, "candle", shots=5, run=2) == ["0000", "01-b.c"]
+    assert V.category_stems(tmp_path, "candle") is None  # nothing in the zero-shot tree
+    for shots, run in ((0, 1), (-1, 0), (1, -1)):
+        with pytest.raises(ValueError):
+            V.vand_category_dir(tmp_path, "candle", shots=shots, run=run)

@@ -18,15 +18,16 @@ folder opened: :class:`ReferenceBank`, :class:`BankScorer`), ``build`` (:func:`b
 method's ``reference_features`` / ``predict``) and below :mod:`saa.run`.
 """
 from .build import CORESET_DIMS, DEFAULT_MAX_POSITIONS, build_bank, describe_bank
-from .calibrate import (DEFAULT_FALSE_ALARM_RATE, DEFAULT_PIXEL_FALSE_ALARM_RATE, REVIEW, VERDICTS, bank_verdict,
-                        calibrate_bank, calibration_from_scores, clopper_pearson, threshold_at)
+from .calibrate import (DEFAULT_FALSE_ALARM_RATE, DEFAULT_PIXEL_FALSE_ALARM_RATE, REVIEW, VERDICTS, BankDecision,
+                        bank_decision, bank_verdict, calibrate_bank, calibration_from_scores, clopper_pearson,
+                        threshold_at)
 from .coreset import greedy_coreset, random_projection
 from .identity import file_sha256, pixels_sha256
 from .records import BankError, BankManifest, Calibration, KShotRecord
 from .store import BankScorer, ReferenceBank, open_bank
 
 __all__ = ["build_bank", "open_bank", "calibrate_bank", "ReferenceBank", "BankScorer", "BankManifest", "Calibration",
-           "KShotRecord", "BankError", "REVIEW", "VERDICTS", "bank_verdict", "calibration_from_scores",
+           "KShotRecord", "BankError", "BankDecision", "bank_decision", "REVIEW", "VERDICTS", "bank_verdict", "calibration_from_scores",
            "clopper_pearson", "threshold_at", "greedy_coreset", "random_projection", "file_sha256", "pixels_sha256",
            "describe_bank", "DEFAULT_MAX_POSITIONS", "CORESET_DIMS", "DEFAULT_FALSE_ALARM_RATE",
            "DEFAULT_PIXEL_FALSE_ALARM_RATE"]

@@ -26,15 +26,19 @@ import os
 from datetime import datetime, timezone
 from typing import Optional, Sequence, Union
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..image_io import atomic_write_text, read_rgb
+from ..verdict import Decision
 from .identity import file_sha256, pixels_sha256
 from .records import CALIBRATION, REVIEW, VERDICTS, BankError, Calibration, CalibrationImage, bank_verdict, record_json
 from .store import README, ReferenceBank
 
 __all__ = ["REVIEW", "VERDICTS", "threshold_at", "clopper_pearson", "bank_verdict", "calibrate_bank",
-           "calibration_from_scores", "DEFAULT_FALSE_ALARM_RATE", "DEFAULT_PIXEL_FALSE_ALARM_RATE"]
+           "calibration_from_scores", "BankDecision", "bank_decision", "DEFAULT_FALSE_ALARM_RATE",
+           "DEFAULT_PIXEL_FALSE_ALARM_RATE"]
 
 log = logging.getLogger("saa.bank")
 
@@ -214,3 +218,40 @@ def calibrate_bank(bank: ReferenceBank, method, images: Optional[Sequence[Union[
         atomic_write_text(bank.folder / README, describe_bank(bank.manifest, cal))
         bank.calibration = cal
     return cal
+
+
+@dataclass(frozen=True)
+class BankDecision(Decision):
+    """A bank's calibration as the thresholds of a few-images call (:func:`saa.run.few.run_few`): on
+    the method's raw scale (no normalisation), ``image_threshold`` = ``t_defect``,
+    ``review_threshold`` = ``t_review`` and the pixel threshold; :meth:`verdict` is
+    :func:`bank_verdict` (OK / REVIEW / DEFECT)."""
+
+    review_threshold: Optional[float] = None
+    calibration: Optional[Calibration] = None
+
+    def verdict(self, score: float) -> Optional[str]:
+        if self.calibration is None:  # a threshold by hand on the bank's scale: OK / DEFECT
+            return super().verdict(score)
+        return bank_verdict(score, self.calibration)
+
+    def map_scale(self):
+        """The colour scale of the pictures: 0 to the DEFECT threshold (a value at the top colour
+        alone makes the image DEFECT: the image score is the map's maximum), the same for every call,
+        so an image's pictures do not depend on the batch either."""
+        from ..visualize import MapScale
+
+        return MapScale(0.0, float(self.image_threshold), "raw")
+
+
+def bank_decision(bank: ReferenceBank) -> Optional[BankDecision]:
+    """The thresholds of ``bank``'s calibration (None: the bank is not calibrated)."""
+    c = bank.calibration
+    if c is None:
+        return None
+    review = c.t_review if c.t_review < c.t_defect else None
+    source = (f"bank {bank.folder} (calibration {c.mode}, {c.n} good image(s), false-alarm rate "
+              f"{c.false_alarm_rate:g})")
+    return BankDecision(float(c.t_defect), c.pixel_threshold, None, bank.manifest.method.name,
+                        bank.manifest.method.fingerprint, bank.manifest.method.out_size, source,
+                        review_threshold=review, calibration=c)

@@ -177,6 +177,12 @@ class ReferenceBank:
     def category(self) -> str:
         return self.manifest.category
 
+    @property
+    def bank_id(self) -> str:
+        """The bank's identity (SHA-256 of its method fingerprint, category, images, scoring and
+        kept positions): what a run's stored maps record as their references."""
+        return self.manifest.bank_id
+
     def positions(self) -> Union[torch.Tensor, np.ndarray]:
         """The kept positions: a tensor in memory (up to :data:`IN_MEMORY_BYTES`), else the memory map."""
         if self._positions.nbytes > IN_MEMORY_BYTES:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from . import add_config_args, add_method_arg, overrides_of
 
@@ -94,33 +93,18 @@ def _method(config_path, args, category: str):
 
 def _dataset_images(cfg, args):
     """(image paths, KShotRecord or None, source words) of --from-dataset."""
-    from ..bank import BankError, KShotRecord, file_sha256
-    from ..datasets import build_dataset, select_k_shot
-    from ..datasets.vand_kshot import VandKShotDataset
+    from ..bank import BankError
+    from ..bank.dataset import dataset_references
+    from ..datasets import build_dataset
     from ..evaluation import split_dataset_options
 
     kind, root = cfg.dataset.kind, args.data_root or cfg.dataset.root
     if not kind or not root:
         raise BankError("--from-dataset needs the config's dataset.kind and dataset.root (or --data-root DIR)")
     options, _ = split_dataset_options(cfg.dataset.options)
-    ds = build_dataset(kind, root, **options)
-    train = ds.train_samples(args.category)
-    if args.k_shot is None:
-        return [s.image_path for s in train], None, f"--from-dataset {kind} {root} (all {len(train)} good training images)"
-    if args.seeds is not None:
-        seeds = args.seeds
-    elif isinstance(ds, VandKShotDataset):
-        seeds = ds.seed_file(args.category)
-    else:
-        raise BankError(f"--k-shot needs --seeds FILE|DIR for dataset kind {kind!r} (the seed lists, e.g. the SAA+ "
-                        "repository's datasets/seeds_mvtec/)")
-    sel = select_k_shot(train, seeds, args.k_shot, args.seed_run, args.category,
-                        where=train[0].image_path.parent if train else None)
-    record = KShotRecord(k=sel.k, run=sel.run, seed_file=str(Path(sel.seed_file).resolve()),
-                         seed_file_sha256=file_sha256(sel.seed_file)[0], ids=list(sel.ids), dataset_kind=str(kind),
-                         dataset_root=str(Path(root).resolve()))
-    return ([s.image_path for s in sel.samples], record,
-            f"--from-dataset {kind} {root} --k-shot {sel.k} --seed-run {sel.run} (seed list {sel.seed_file})")
+    refs = dataset_references(build_dataset(kind, root, **options), kind, root, args.category, args.k_shot,
+                              args.seed_run, args.seeds)
+    return list(refs.paths), refs.kshot, refs.source
 
 
 def run_build(args) -> int:

@@ -3,7 +3,10 @@ each image (stored, or predicted and stored), sharded under torchrun.
 
 The engine never asks which method it runs: it asks the method (:class:`saa.methods.Method`)
 whether it needs the category's other images, for its fingerprint, its pass-1 features and its
-prediction of one image.
+prediction of one image. With a reference bank of good parts (``reference_bank``, a
+:class:`saa.bank.ReferenceBank`: ``saa run --bank`` / ``--references`` / ``--k-shot``) there is no
+pass 1: each image is scored against the bank only (:meth:`~saa.bank.ReferenceBank.predict`), and
+the stored maps' fingerprint covers the bank's id instead of the category's image set.
 """
 from __future__ import annotations
 
@@ -69,16 +72,20 @@ def distributed_context():
 class _Category:
     """One category of one run: its samples, store, fingerprint and the stored-result test."""
 
-    def __init__(self, method, dataset: AnomalyDataset, category: str, store: RunFolder, resume: bool):
+    def __init__(self, method, dataset: AnomalyDataset, category: str, store: RunFolder, resume: bool,
+                 reference_bank=None):
         self.method, self.name, self.resume = method, category, resume
+        self.reference_bank = reference_bank
         self.store: CategoryStore = store.category(category)
         self.samples = dataset.samples(category)
         self.keys = [s.key for s in self.samples]
         self.store.check_keys(self.keys)
         self.sources = [source_token(s.image_path) for s in self.samples]
         self.out_size = int(method.config.out_size)
-        self.refs = bool(method.needs_references)
+        self.refs = bool(method.needs_references) and reference_bank is None  # pass 1 over the category
         self.fingerprint = method.fingerprint(category, reference_ids(self.samples, self.sources) if self.refs else None)
+        if reference_bank is not None:  # the maps depend on the bank (its id), not on the other images
+            self.fingerprint += "+bank-" + reference_bank.bank_id[:16]
         self.store.maps_dir.mkdir(parents=True, exist_ok=True)
 
     def stored(self, i: int) -> Optional[ImageResult]:
@@ -103,7 +110,10 @@ class _Category:
 
     def compute(self, i: int, rgb: np.ndarray, bank) -> ImageResult:
         s = self.samples[i]
-        pred = self.method.predict(rgb, self.name, bank=bank, index=i if bank is not None else None)
+        if self.reference_bank is not None:  # against the bank only (a reference's own image: leave-one-out)
+            pred = self.reference_bank.predict(self.method, rgb, self.name, path=s.image_path)
+        else:
+            pred = self.method.predict(rgb, self.name, bank=bank, index=i if bank is not None else None)
         res = ImageResult(np.asarray(pred.anomaly_map, dtype=np.float32), float(pred.score),
                           (int(rgb.shape[0]), int(rgb.shape[1])))
         regions = pred.regions_dict()
@@ -115,16 +125,19 @@ class _Category:
 
 def run_category(method, dataset: AnomalyDataset, category: str, store: RunFolder, *, rank: int = 0,
                  world: int = 1, resume: bool = True, progress: bool = True,
-                 barrier: Optional[Callable[[], None]] = None, collect: bool = True) -> CategoryRun:
+                 barrier: Optional[Callable[[], None]] = None, collect: bool = True,
+                 reference_bank=None) -> CategoryRun:
     """Every ``world``-th image of ``category`` from ``rank`` on: the stored result, or predicted
     and stored. A method with references first stores the pass-1 features of its share of the
     category (when any map of the category must be computed), then all processes wait for each
     other (``barrier``) and each scores its share against the features of all images; after the
     maps, rank 0 deletes the features (every map of the category exists then).
-    ``collect=False``: the results are not kept in memory (a torchrun shard)."""
+    ``collect=False``: the results are not kept in memory (a torchrun shard).
+    ``reference_bank``: a :class:`saa.bank.ReferenceBank` (opened and checked against ``method``)
+    every image is scored against instead (no pass 1; read-only, so shards share it)."""
     from tqdm.auto import tqdm
 
-    cat = _Category(method, dataset, category, store, resume)
+    cat = _Category(method, dataset, category, store, resume, reference_bank)
     barrier = barrier or (lambda: None)
     mine = list(range(rank, len(cat.samples), world))
     run = CategoryRun(category, cat.samples, mine, [], fingerprint=cat.fingerprint)

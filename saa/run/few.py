@@ -1,20 +1,24 @@
 """The few-images flow: any method on a few images of one category. ``saa predict``, ``saa demo``
 and the web UI all call :func:`run_few`; none of them repeats it.
 
-1. **Inputs** (:func:`expand_images`): files, folders and glob patterns, each real file once (by its
-   device and inode, so a file reached by two paths or through a link is scored once and is never
-   its own reference); ``**`` visits each real folder once (a folder holding a link to itself or to
-   an ancestor cannot make it expand forever) and every expansion stops at :data:`MAX_MATCHES`
-   files / :data:`MAX_FOLDERS` folders with a one-line error. File names that are not UTF-8 are
-   kept: shown with ``\\xNN`` escapes (:func:`display_name`) and written under stems with ``%NN``.
+1. **Inputs** (:func:`expand_images`, from :mod:`saa.datasets.inputs`, the one expansion rule that
+   ``saa bank`` uses too): files, folders and glob patterns, each real file once (by its device and
+   inode, so a file reached by two paths or through a link is scored once and is never its own
+   reference); ``**`` visits each real folder once and every expansion is bounded. File names that
+   are not UTF-8 are kept: shown with ``\\xNN`` escapes (:func:`display_name`) and written under
+   stems with ``%NN``.
    :class:`OutputNames` gives every input a stem whose output files collide with no other input's
    (``x.png`` and ``x_saliency.png`` given together keep apart; also on case-insensitive disks).
 2. **Pass 1**, when the method compares images (``Method.needs_references``) and no ``bank`` is
    handed in: the reference features of every readable image go to a
    :class:`~saa.saliency.bank.FeatureStore` in a temporary folder inside the output folder, and
    the bank of them is built (none with fewer than two readable images: the method then says what
-   it did instead). With ``bank=`` (references made elsewhere, e.g. a bank of good parts) each image
-   is scored against it with ``index=None`` (``CrossImageBank.scores_for``) and pass 1 is skipped.
+   it did instead). With ``bank=`` (references made elsewhere) each image is scored against it and
+   pass 1 is skipped: a :class:`~saa.bank.ReferenceBank` of good parts scores each image with its
+   own per-image scorer (:meth:`~saa.bank.ReferenceBank.predict`: an image that is one of the
+   bank's references is scored without it, and its notes say so), so an image's map depends on the
+   bank and the image only, never on the other images of the call; any other bank object is passed
+   to ``Method.predict`` with ``index=None``.
 3. **Each image** is decoded ONCE (:func:`saa.image_io.read_rgb`; between pass 1 and the
    prediction its pixels wait in a bounded stash), predicted, scored and judged: with a
    :class:`~saa.verdict.Decision` from a run, the score is computed exactly as the run computed it
@@ -24,7 +28,10 @@ and the web UI all call :func:`run_few`; none of them repeats it.
 4. **Pictures**, from the FULL-SIZE map (``Prediction.anomaly_map_full``), on ONE colour scale per
    call. With a run's normalisation the scale is the run's ``[0, 1]`` (the run's ``(A - lo) / (hi -
    lo)`` applied to the full-size map; values beyond it are drawn at the ends and the colour bar
-   says so), known before any image: each image is drawn as soon as it is predicted. Otherwise the
+   says so), known before any image: each image is drawn as soon as it is predicted. A decision on
+   the raw scale that names a scale of its own (a calibrated bank's
+   :class:`~saa.bank.BankDecision`: 0 to its DEFECT threshold) is used the same way, so the
+   pictures do not depend on the batch either. Otherwise the
    scale is the joint range of the call's full-size maps, known after the last image: what drawing
    needs (the image, the full-size map, the saliency) waits in the stash -- in memory up to
    :data:`STASH_MEMORY_BYTES`, beyond that in files of the temporary folder -- and is drawn in a
@@ -37,17 +44,17 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
-import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..datasets.inputs import (IMAGE_SUFFIXES, MAX_FOLDERS, MAX_MATCHES, Expansion,  # noqa: F401 (re-exported)
+                               display_name, expand_images)
 from ..errors import ImageReadError, SaaError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_MATCHES", "MAX_FOLDERS", "STASH_MEMORY_BYTES", "DEFAULT_PANELS", "Expansion",
@@ -56,203 +63,9 @@ __all__ = ["IMAGE_SUFFIXES", "MAX_MATCHES", "MAX_FOLDERS", "STASH_MEMORY_BYTES",
 
 log = logging.getLogger("saa.few")
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: the most image files one call may expand to (files, folders and patterns together)
-MAX_MATCHES = 100_000
-#: the most folders the ``**`` of one call may visit
-MAX_FOLDERS = 100_000
 #: what the stash keeps in memory (decoded images, full-size maps) before it spills to files
 STASH_MEMORY_BYTES = 256 * 2 ** 20
 DEFAULT_PANELS = ("image", "anomaly_map", "saliency", "boxes")
-_MAGIC = re.compile(r"[*?\[]")
-
-
-# ---------------------------------------------------------------------------------------------
-# inputs
-
-
-def display_name(path) -> str:
-    """``path`` as text that can always be printed and written as UTF-8: bytes that are not UTF-8
-    (surrogate escapes on Linux) as ``\\xNN``, control characters escaped too."""
-    text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def _is_utf8(path: str) -> bool:
-    try:
-        str(path).encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _identity(path: str) -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # missing or unreadable: the read error names it later
-    return (st.st_dev, st.st_ino)
-
-
-def _is_image(path: str) -> bool:
-    if os.path.splitext(path)[1].lower() not in IMAGE_SUFFIXES:
-        return False
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-@dataclass
-class Expansion:
-    """What :func:`expand_images` found: ``paths`` (each real file once, in the order given),
-    ``duplicates`` (``(path dropped, path kept)``: the same file reached again) and ``not_utf8``
-    (paths whose name is not UTF-8, kept)."""
-
-    paths: list[str] = field(default_factory=list)
-    duplicates: list[tuple[str, str]] = field(default_factory=list)
-    not_utf8: list[str] = field(default_factory=list)
-
-    def notes(self) -> list[str]:
-        """One line per kind of thing the user should know (nothing when all is plain)."""
-        out = []
-        if self.duplicates:
-            eg = "; ".join(f"{display_name(a)} = {display_name(b)}" for a, b in self.duplicates[:3])
-            more = f" and {len(self.duplicates) - 3} more" if len(self.duplicates) > 3 else ""
-            out.append(f"{len(self.duplicates)} input(s) name a file given before (another path or a link to the "
-                       f"same file), each scored once: {eg}{more}")
-        if self.not_utf8:
-            out.append(f"{len(self.not_utf8)} file name(s) are not UTF-8, kept: shown with \\xNN escapes, their "
-                       f"outputs named with %NN (e.g. {display_name(self.not_utf8[0])})")
-        return out
-
-
-class _Budget:
-    def __init__(self):
-        self.files = 0
-        self.folders = 0
-
-    def file(self, what: str) -> None:
-        self.files += 1
-        if self.files > MAX_MATCHES:
-            raise SaaError(f"{display_name(what)}: more than {MAX_MATCHES} image files; saa predict is for a few "
-                           "images (narrow the pattern, or run a dataset with `saa run`)")
-
-    def folder(self, what: str) -> None:
-        self.folders += 1
-        if self.folders > MAX_FOLDERS:
-            raise SaaError(f"{display_name(what)}: '**' visited more than {MAX_FOLDERS} folders; narrow the pattern")
-
-
-def _listdir(folder: str) -> list[str]:
-    try:
-        return sorted(os.listdir(folder or "."))
-    except OSError:
-        return []
-
-
-def _folders_below(top: str, budget: _Budget, pattern: str) -> Iterable[str]:
-    """``top`` and every folder below it (links followed), each REAL folder once (a link back to an
-    ancestor, or a second way to a folder, is not entered again); folders reached without a link
-    come first, so a file is listed by its real path where it has one; hidden folders are skipped,
-    as glob's ``**`` does."""
-    seen: set = set()
-    real, links = [top], []
-    while real or links:
-        folder = real.pop() if real else links.pop(0)
-        ident = _identity(folder or ".")
-        if ident is None or ident in seen:
-            continue
-        seen.add(ident)
-        budget.folder(pattern)
-        yield folder
-        subs = [os.path.join(folder, n) for n in _listdir(folder) if not n.startswith(".")]
-        subs = [s for s in subs if os.path.isdir(s)]
-        real.extend(reversed([s for s in subs if not os.path.islink(s)]))
-        links.extend(s for s in subs if os.path.islink(s))
-
-
-def _glob(pattern: str, budget: _Budget) -> list[str]:
-    """The image files ``pattern`` matches (``*``, ``?``, ``[...]`` within a name; ``**``: any
-    folders, each real one once), sorted; names starting with ``.`` only for a part that starts
-    with ``.``."""
-    import fnmatch
-
-    seps = "/" + (os.sep if os.sep != "/" else "") + (os.altsep if os.altsep and os.altsep != "/" else "")
-    anchor = os.sep if pattern[:1] in seps else ""
-    parts = [p for p in re.split("[" + re.escape(seps) + "]", pattern) if p]
-    found: set[str] = set()
-
-    def walk(base: str, i: int) -> None:
-        if i == len(parts):
-            if _is_image(base) and base not in found:
-                found.add(base)
-                budget.file(pattern)
-            return
-        part = parts[i]
-        if part == "**":
-            for folder in list(_folders_below(base, budget, pattern)):
-                walk(folder, i + 1)
-        elif _MAGIC.search(part):
-            for name in _listdir(base):
-                if name.startswith(".") and not part.startswith("."):
-                    continue
-                if fnmatch.fnmatchcase(name, part):
-                    child = os.path.join(base, name)
-                    if i + 1 == len(parts) or os.path.isdir(child):
-                        walk(child, i + 1)
-        else:
-            child = os.path.join(base, part) if base else part
-            if i + 1 == len(parts) or os.path.isdir(child):
-                walk(child, i + 1)
-
-    walk(anchor, 0)
-    return sorted(found)
-
-
-def expand_images(items: Sequence) -> Expansion:
-    """Image files from the command line: a file as given; a folder: its image files (suffixes of
-    :data:`IMAGE_SUFFIXES`), sorted by name, not recursive; a pattern with ``*``, ``?`` or ``[``:
-    the image files it matches, sorted (``**`` recurses, each real folder once). A folder or pattern
-    with no image, too many files, or a path that does not exist is a one-line :class:`SaaError`
-    (a missing plain file is kept: its read error names it). Each real file is kept once."""
-    budget = _Budget()
-    exp = Expansion()
-    ids: dict[tuple[int, int], str] = {}
-    texts: set[str] = set()
-    for item in items:
-        text = os.fsdecode(item) if isinstance(item, bytes) else str(item)
-        if os.path.isdir(text):
-            found = [os.path.join(text, n) for n in _listdir(text) if _is_image(os.path.join(text, n))]
-            for f in found:
-                budget.file(text)
-            if not found:
-                raise SaaError(f"{display_name(text)}: folder has no image file ({', '.join(IMAGE_SUFFIXES)}; "
-                               "sub-folders are not searched: pass 'DIR/**/*.png' for those)")
-        elif os.path.lexists(text) or not _MAGIC.search(text):
-            found = [text]  # a file (or a missing one: its read error names it)
-            budget.file(text)
-        else:
-            found = _glob(text, budget)
-            if not found:
-                raise SaaError(f"{display_name(text)}: no image file matches this pattern")
-        for f in found:
-            if f in texts:
-                continue  # the same text twice: said only when two different paths meet
-            texts.add(f)
-            ident = _identity(f)
-            if ident is not None and ident in ids:
-                exp.duplicates.append((f, ids[ident]))
-                continue
-            if ident is not None:
-                ids[ident] = f
-            exp.paths.append(f)
-            if not _is_utf8(f):
-                exp.not_utf8.append(f)
-    return exp
 
 
 def _clean_stem(stem: str) -> str:
@@ -386,19 +199,39 @@ class FewResult:
     thresholds_from: Optional[str] = None
     files: dict[str, Path] = field(default_factory=dict)
     pictures: dict[str, np.ndarray] = field(default_factory=dict)
+    #: a calibrated bank's REVIEW threshold (REVIEW when it <= score < image_threshold)
+    review_threshold: Optional[float] = None
 
     def row(self) -> dict[str, str]:
         """The ``predictions.csv`` row (full precision)."""
         return {"image": self.input.name, "stem": self.input.stem, "raw_score": repr(self.raw_score),
                 "score": repr(self.score), "scale": self.scale,
                 "threshold": "" if self.image_threshold is None else repr(float(self.image_threshold)),
-                "verdict": self.verdict or ""}
+                "verdict": self.verdict or "",
+                "review_threshold": "" if self.review_threshold is None else repr(float(self.review_threshold))}
 
     def verdict_line(self) -> str:
-        """``DEFECT  normalised score 0.7938 >= threshold 0.5385  parts/0001.png``."""
-        thr = "" if self.image_threshold is None else (
-            f" {'>=' if self.verdict == 'DEFECT' else '<'} threshold {self.image_threshold:.4g}")
-        return f"{self.verdict or '-':<7s} {self.scale} score {self.score:.4f}{thr}  {self.input.name}"
+        """``DEFECT  normalised score 0.7938 >= threshold 0.5385  parts/0001.png`` (REVIEW: ``>= review
+        threshold ... < threshold ...``)."""
+        from ..visualize import format_apart
+
+        if self.image_threshold is None:
+            return f"{self.verdict or '-':<7s} {self.scale} score {self.score:.4f}  {self.input.name}"
+        s, t = f"{self.score:.4f}", f"{self.image_threshold:.4g}"
+        r = "" if self.review_threshold is None else f"{self.review_threshold:.4g}"
+
+        def same_order(text: str, value: float, other_text: str, other: float) -> bool:
+            return (float(text) > float(other_text)) - (float(text) < float(other_text)) == (value > other) - (value < other)
+
+        if not (same_order(s, self.score, t, self.image_threshold)
+                and (not r or same_order(s, self.score, r, self.review_threshold))):
+            # more digits: a score just below a threshold must never read as equal to it, or above it
+            s, t, r = format_apart(self.score, self.image_threshold, self.review_threshold, digits=4)
+        if self.verdict == "REVIEW" and self.review_threshold is not None:
+            thr = f" >= review threshold {r}, < threshold {t}"
+        else:
+            thr = f" {'>=' if self.verdict == 'DEFECT' else '<'} threshold {t}"
+        return f"{self.verdict or '-':<7s} {self.scale} score {s}{thr}  {self.input.name}"
 
 
 @dataclass
@@ -495,7 +328,9 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
     scratch = _Scratch(out)
     stash = _Stash(scratch, STASH_MEMORY_BYTES)
     norm = decision.normalisation if decision is not None else None
-    outcome.scale = MapScale(0.0, 1.0, "normalised") if norm is not None else None
+    own_scale = getattr(decision, "map_scale", None)
+    outcome.scale = MapScale(0.0, 1.0, "normalised") if norm is not None else (own_scale() if own_scale else None)
+    review_t = getattr(decision, "review_threshold", None)
 
     def fail(inp: FewInput, why: str) -> None:
         outcome.failed.append((inp, why))
@@ -536,7 +371,7 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
 
         passed_one = bank is None and method.needs_references
         pictures = bool(options.overlay or options.panels) and (out is not None or options.keep_pictures)
-        drawn_now = norm is not None
+        drawn_now = outcome.scale is not None
         ranges: list[tuple[float, float]] = []
         for i, inp in enumerate(todo):
             if passed_one:
@@ -545,7 +380,9 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
                 rgb = decode(inp)
                 if rgb is None:
                     continue
-            if bank is not None:
+            if bank is not None and hasattr(bank, "for_image"):  # a ReferenceBank: its per-image scorer
+                pred = bank.predict(method, rgb, category, path=inp.path)
+            elif bank is not None:
                 pred = method.predict(rgb, category, bank=bank, index=None)
             else:
                 pred = method.predict(rgb, category, bank=own_bank, index=i if own_bank is not None else None)
@@ -560,12 +397,14 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
                 shown = np.zeros_like(full) if norm.constant else normalize_with(full, norm.lo, norm.hi)
             else:
                 score, shown = raw_score, full
+                if decision is not None and decision.pixel_threshold is not None:  # raw scale (a bank's)
+                    mask = predicted_mask(amap, decision.pixel_threshold, rgb.shape[:2])
             res = FewResult(inp, pred if options.keep_arrays else _light(pred), raw_score, score,
                             "normalised" if norm is not None else "raw",
                             decision.verdict(score) if decision is not None else None,
                             decision.image_threshold if decision is not None else None,
                             decision.pixel_threshold if decision is not None else None,
-                            decision.source if decision is not None else None)
+                            decision.source if decision is not None else None, review_threshold=review_t)
             if out is not None:
                 _write_files(out, res, pred, amap, full, mask, options)
             outcome.results.append(res)
@@ -610,6 +449,8 @@ def _write_files(out: Path, res: FewResult, pred, amap, full, mask, options: Few
         info.update(image=res.input.name, raw_score=res.raw_score, score=res.score, scale=res.scale,
                     verdict=res.verdict, image_threshold=res.image_threshold, pixel_threshold=res.pixel_threshold,
                     thresholds_from=res.thresholds_from)
+        if res.review_threshold is not None:
+            info["review_threshold"] = res.review_threshold
         res.files["json"] = OutputNames.file(out, stem, "json")
         write_text(res.files["json"], json.dumps(info, indent=1))
     if options.save_masks and mask is not None:
@@ -630,7 +471,7 @@ def _draw(out: Optional[Path], res: FewResult, rgb, shown, saliency, mask, scale
         pictures["panels"] = visualize.prediction_panels(
             rgb, res.prediction, panels=options.panels, height=options.panel_height, scale=scale, anomaly_map=shown,
             score=res.score, verdict=res.verdict, threshold=res.image_threshold, defect_mask=mask,
-            pixel_threshold=res.pixel_threshold, saliency=saliency)
+            pixel_threshold=res.pixel_threshold, saliency=saliency, review_threshold=res.review_threshold)
     for kind, picture in pictures.items():
         if out is not None:
             res.files[kind] = OutputNames.file(out, res.input.stem, kind)

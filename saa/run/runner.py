@@ -8,6 +8,11 @@ folder's lock first (one writer at a time; under torchrun rank 0 takes it for al
 :meth:`~saa.results.RunFolder.begin` marks the folder ``running`` with the run's settings (removing
 the metrics of a run with other settings), and the state becomes ``complete`` once the metrics
 files are written.
+
+With references (``references``: ``saa run --bank`` / ``--references`` / ``--k-shot``,
+:mod:`saa.run.references`) each category's images are scored against a bank of good parts: the
+banks are resolved before the lock (their identity is part of the settings fingerprint), built or
+reused under it, and ``metrics.json`` records per category which bank and which images.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from ..results import RunFolder
 from ..verdict import (ACCEPT_WEAK_FLAG, decision_quality, decision_record, mask_png, predicted_mask,
                        quality_line, verdict_of)
 from .engine import distributed_context, run_category
+from .references import (References, bank_categories, describe_references, make_banks, plan_banks, references_record,
+                         run_references)
 
 __all__ = ["CategoryResult", "evaluate_category", "evaluate_run", "make_method", "run_title"]
 
@@ -65,6 +72,7 @@ class CategoryResult:
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be computed
     map_fingerprint: Optional[str] = None  # the fingerprint of the category's stored maps
     warnings: list[str] = field(default_factory=list)  # weak decision, metrics not computed
+    references: Any = None  # ReferencesRecord: the bank of good parts the images were scored against
 
     def to_entry(self) -> CategoryEntry:
         """The category's typed entry of ``metrics.json``."""
@@ -73,7 +81,7 @@ class CategoryResult:
             features_computed=self.features_computed, notes=self.notes,
             seconds={k: round(v, 3) for k, v in self.seconds.items()}, vand_dir=self.vand_dir,
             decision=self.decision, verdicts=self.verdicts, masks_dir=self.masks_dir, unavailable=self.unavailable,
-            map_fingerprint=self.map_fingerprint)
+            map_fingerprint=self.map_fingerprint, references=self.references)
 
     def to_dict(self) -> dict[str, Any]:
         return self.to_entry().model_dump(mode="json")
@@ -104,17 +112,21 @@ def _weak_warning(category: str, decision: DecisionRecord) -> Optional[str]:
 def evaluate_category(method: Method, dataset: AnomalyDataset, category: str,
                       out_dir: Union[str, os.PathLike, RunFolder], eval_size: int = 400, resume: bool = True,
                       progress: bool = True, vand_root: Optional[Union[str, os.PathLike]] = None,
-                      vand_experiment: Optional[str] = None, save_masks: bool = False) -> CategoryResult:
+                      vand_experiment: Optional[str] = None, save_masks: bool = False, *, reference_bank=None,
+                      references=None, vand_shots: tuple[int, int] = (0, 0)) -> CategoryResult:
     """Run (or reuse) every image of ``category`` with ``method``, then normalise and compute its
     metrics and F1-optimal thresholds with their quality (labelled categories, :mod:`saa.verdict`);
     write ``<category>/scores.csv`` with each image's verdict (and the VAND tree under ``vand_root``).
     Metrics that cannot be computed (no masks, no anomalous image, ...) are None, with the reason in
     ``unavailable`` and the notes. ``save_masks``: also write each image's predicted defect mask (PNG
     0/255, image size) as ``<category>/masks/<stored stem>.png`` (needs the pixel threshold: a
-    labelled set with masks)."""
+    labelled set with masks). ``reference_bank``: score every image against this bank of good parts
+    (:func:`saa.run.engine.run_category`), recorded as ``references`` (a ``ReferencesRecord``);
+    ``vand_shots``: ``(k, run)`` of the VAND tree (``<k>shot/<run>``; zero-shot ``(0, 0)``)."""
     folder = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
     t_start = time.perf_counter()
-    run = run_category(method, dataset, category, folder, resume=resume, progress=progress)
+    run = run_category(method, dataset, category, folder, resume=resume, progress=progress,
+                       reference_bank=reference_bank)
     samples = run.samples
     raw = [r.map for r in run.results]
     sizes = [r.image_size for r in run.results]
@@ -187,15 +199,17 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str,
         from ..vand import VAND_EXPERIMENT, write_vand_category
 
         vand_dir = str(write_vand_category(vand_root, category, [s.stem for s in samples], norm_maps,
-                                           scores, vand_experiment or VAND_EXPERIMENT))
+                                           scores, vand_experiment or VAND_EXPERIMENT, shots=vand_shots[0],
+                                           run=vand_shots[1]))
     seconds = dict(run.seconds, total=time.perf_counter() - t_start, metrics=t_metrics)
     log.info("%s: %d images, %d computed, %d reused (%.1f s)", category, len(samples), run.computed, run.reused,
              seconds["total"])
     counted = None if image_t is None else {"OK": verdicts.count("OK"), "DEFECT": verdicts.count("DEFECT")}
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
                           metrics, counts, run.computed, run.reused, seconds, vand_dir,
-                          run.features_computed if method.needs_references else None, notes, decision, counted,
-                          masks_dir, unavailable, run.fingerprint or None, warnings)
+                          run.features_computed if method.needs_references and reference_bank is None else None,
+                          notes, decision, counted, masks_dir, unavailable, run.fingerprint or None, warnings,
+                          references)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
@@ -262,10 +276,22 @@ class _Run:
     config_text: str = ""
     vand_root: Optional[Path] = None
     vand_experiment: Optional[str] = None
+    references: References = field(default_factory=References)
+    plans: dict = field(default_factory=dict)  # category -> BankPlan
+    banks: dict = field(default_factory=dict)  # category -> ReferenceBank (opened under the lock)
 
     @property
     def out(self) -> Path:
         return self.folder.root
+
+    def vand_shots(self, category: str) -> tuple[int, int]:
+        """``(k, run)`` of the VAND tree: zero-shot ``(0, 0)``; with references the number of
+        reference images and the seed run (0 unless --k-shot)."""
+        bank = self.banks.get(category)
+        if bank is None:
+            return 0, 0
+        k = bank.manifest.kshot
+        return (k.k, k.run) if k is not None else (len(bank), 0)
 
 
 def _needs_computing(run: _Run, resume: bool) -> bool:
@@ -282,17 +308,21 @@ def _needs_computing(run: _Run, resume: bool) -> bool:
 
 
 def settings_fingerprint(method: Method, categories: Iterable[str], eval_size: int, kind: str, root: str,
-                         ds_options: dict) -> str:
+                         ds_options: dict, references: Optional[dict[str, str]] = None) -> str:
     """What the files of a run folder depend on: the method and its settings per category (without
-    the image set), the categories, the eval size and the dataset. A run with another one starts
-    by removing the folder's old metrics (:meth:`saa.results.RunFolder.begin`)."""
+    the image set), the categories, the eval size, the dataset and, with references, each category's
+    bank (``references``: category -> identity). A run with another one starts by removing the
+    folder's old metrics (:meth:`saa.results.RunFolder.begin`)."""
     data = {"method": method.name, "fingerprints": {c: method.fingerprint(c, None) for c in categories},
             "eval_size": int(eval_size), "dataset": {"kind": kind, "root": str(root), "options": ds_options}}
+    if references:
+        data["references"] = dict(references)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume: bool = True) -> _Run:
+def _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume: bool = True,
+             references: Optional[References] = None) -> _Run:
     """The run's config (with the command line's overrides), method, dataset, categories, settings
     fingerprint and the text of its ``config.yaml`` (whose Reproduce line reruns exactly this run).
     Writes nothing: the folder is written under its lock (:func:`evaluate_run`)."""
@@ -318,18 +348,27 @@ def _prepare(config, out_dir, categories, data_root, device, method, pipeline, r
     ds_options, _ = split_dataset_options(config.dataset.options)
     ds = build_dataset(kind, root, **ds_options)
     folder = RunFolder(out_dir)
+    references = references or References()
+    if references.mode is not None and not meth.needs_references:
+        raise ConfigError(f"{meth.display_name} compares no images (it uses no references): --bank, --references and "
+                          "--k-shot are for a method that does (--method lite, --preset improved)")
+    if categories is None:
+        categories = bank_categories(references)  # a single --bank: its category
     run = _Run(config, config_file, meth, ds, ds_options, _select_categories(config, ds, categories), folder,
-               eval_size)
+               eval_size, references=references)
+    run.plans = plan_banks(references, meth, ds, kind, root, run.categories, folder)
     if pipeline is None and meth.required_files() and _needs_computing(run, resume):
         from ..samples import require_model_files
 
         require_model_files(meth)  # every missing model file at once, before any model loads
-    run.settings_fingerprint = settings_fingerprint(meth, run.categories, eval_size, kind, root, ds_options)
+    run.settings_fingerprint = settings_fingerprint(meth, run.categories, eval_size, kind, root, ds_options,
+                                                    {c: p.identity for c, p in run.plans.items()} or None)
     run.config_text = meth.resolved_config().to_yaml(
         comment=f"Resolved configuration of this run ({datetime.now(timezone.utc).isoformat(timespec='seconds')}); "
                 f"method {meth.name}: {meth.label}.\n"
-                f"Reproduce: saa run {folder.config_yaml} --out {folder.root}")
-    if kind == "visa_challenge":
+                f"Reproduce: saa run {folder.config_yaml} --out {folder.root}"
+                + (f" {references.command_words()}" if references.mode is not None else ""))
+    if kind in ("visa_challenge", "vand_kshot"):
         run.vand_root, run.vand_experiment = folder.vand_root, vand_experiment_of(config)
     return run
 
@@ -343,7 +382,8 @@ def _compute_shard(run: _Run, rank: int, world: int, local: int, resume: bool, p
     if device.startswith("cuda") and ":" not in device:
         method = make_method(_with_overrides(run.config, [f"models.device=cuda:{local}"]))
     computed = sum(run_category(method, run.dataset, cat, run.folder, rank=rank, world=world, resume=resume,
-                                progress=progress, barrier=dist.barrier, collect=False).computed
+                                progress=progress, barrier=dist.barrier, collect=False,
+                                reference_bank=run.banks.get(cat)).computed
                    for cat in run.categories)
     log.info("rank %d/%d computed %d images", rank, world, computed)
     return computed, _all_reduce_sum([computed])[0]
@@ -377,13 +417,16 @@ def _result(run: _Run, results: dict[str, CategoryResult], world: int, shard_com
             "reused": sum(r.reused for r in results.values()),
             "computed_by_all_processes": shard_computed,
         },
-        vand=({"root": str(run.vand_root), "experiment": run.vand_experiment} if run.vand_root is not None else None),
+        vand=({"root": str(run.vand_root), "experiment": run.vand_experiment,
+               "track": "{}shot/{}".format(*run.vand_shots(run.categories[0])) if run.categories else "0shot/0"}
+              if run.vand_root is not None else None),
         timings={"total_s": round(time.perf_counter() - t_start, 3),
                  "predict_s": round(sum(r.seconds["predict"] for r in results.values()), 3)},
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         settings_fingerprint=run.settings_fingerprint,
         config_sha256=hashlib.sha256(run.config_text.encode("utf-8")).hexdigest(),
         warnings=[w for r in results.values() for w in r.warnings],
+        references=run_references(run.references),
     )
 
 
@@ -393,11 +436,16 @@ def _write_outputs(run: _Run, result: RunResult, print_table: bool) -> None:
     title = run_title(run.method, result.dataset.kind, result.dataset.root, run.eval_size)
     labelled = result.labelled
     note = "" if labelled else "\nUnlabelled test set: no metrics (n/a).\n"
+    refs = ""
+    if result.references is not None:
+        lines = [describe_references(c, e.references) for c, e in result.categories.items() if e.references]
+        refs = ("\nEvery test image was scored against a reference bank of good parts only (not against the other "
+                "test images):\n\n" + "".join(f"- {line}\n" for line in lines))
     warn = ""
     if result.warnings:
         warn = "\n## Warnings\n\n" + "".join(f"- {w}\n" for w in result.warnings)
     run.folder.write_metrics(result, format_table(data, "csv"),
-                             f"# {title}\n\n{result.method_summary}\n\nValues in percent.\n{note}\n"
+                             f"# {title}\n\n{result.method_summary}\n{refs}\nValues in percent.\n{note}\n"
                              + format_table(data, "md") + warn)
     try:  # the HTML report is a convenience: a failure there never costs the results above
         from ..report import write_report
@@ -441,7 +489,8 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
                  categories: Optional[Iterable[str]] = None, data_root: Optional[Union[str, os.PathLike]] = None,
                  device: Optional[str] = None, resume: bool = True, progress: bool = True,
                  pipeline=None, print_table: bool = True, method: Optional[str] = None,
-                 save_masks: bool = False) -> dict[str, Any]:
+                 save_masks: bool = False, references: Optional[References] = None,
+                 vand_root: Optional[Union[str, os.PathLike]] = None) -> dict[str, Any]:
     """Evaluate a config on its dataset; write the run files in ``out_dir`` (layout:
     :class:`saa.results.RunFolder`).
 
@@ -450,18 +499,31 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
     the same). ``categories``: a subset (default: every category present under the root).
     ``resume=False`` recomputes every image. ``pipeline``: a :class:`~saa.pipeline.SAAPipeline`
     whose models are reused by the ``saa`` method. ``save_masks``: write the predicted defect masks
-    (see :func:`evaluate_category`). Another run writing ``out_dir`` is a one-line error naming it.
+    (see :func:`evaluate_category`). ``references``: score every image against a bank of good parts
+    (:class:`saa.run.references.References`: ``--bank`` / ``--references`` / ``--k-shot``). Another run
+    writing ``out_dir`` is a one-line error naming it. ``vand_root``: where the VAND submission tree
+    goes (default ``OUT/vand``; ``run_VAND_workshop.py --k-shot`` gathers its seed runs in one).
 
     Returns the content of ``metrics.json``.
     """
     t_start = time.perf_counter()
-    run = _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume)
+    run = _prepare(config, out_dir, categories, data_root, device, method, pipeline, resume, references)
+    if vand_root is not None and run.vand_root is not None:
+        run.vand_root = Path(vand_root)
     rank, world, local = distributed_context()
     lock = _take_folder(run, rank, world)
     try:
         if rank == 0:
             for n in run.folder.begin(run.settings_fingerprint, run.config_text, lock.command):
                 log.warning(n)
+        if run.plans:  # rank 0 builds (or reuses) the banks under the lock; every process opens them
+            barrier = None
+            if world > 1:
+                import torch.distributed as dist
+
+                barrier = dist.barrier
+            run.banks = make_banks(run.plans, run.method, rank=rank, world=world, barrier=barrier,
+                                   progress=progress)
         shard_computed: Optional[int] = None
         if world > 1:
             # every process computes its share of each category; rank 0 then evaluates (reusing all)
@@ -475,7 +537,11 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
             resume = True  # the maps the shards have just computed are this run's
         results = {cat: evaluate_category(run.method, run.dataset, cat, run.folder, eval_size=run.eval_size,
                                           resume=resume, progress=progress, vand_root=run.vand_root,
-                                          vand_experiment=run.vand_experiment, save_masks=save_masks)
+                                          vand_experiment=run.vand_experiment, save_masks=save_masks,
+                                          reference_bank=run.banks.get(cat),
+                                          references=(references_record(run.plans[cat], run.banks[cat])
+                                                      if cat in run.banks else None),
+                                          vand_shots=run.vand_shots(cat))
                    for cat in run.categories}
         result = _result(run, results, world, shard_computed, t_start)
         _write_outputs(run, result, print_table)

@@ -324,13 +324,15 @@ def test_a_glob_does_not_follow_links_back_into_an_ancestor(tmp_path, toys):
 def test_too_many_matches_is_one_line(tmp_path, toys, monkeypatch, capsys):
     for i, k in enumerate(KEYS):
         put(k, tmp_path / "in" / f"{i}.png")
-    monkeypatch.setattr(few, "MAX_MATCHES", 2)
+    from saa.datasets import inputs  # the one expansion rule (saa.run.few re-exports it)
+
+    monkeypatch.setattr(inputs, "MAX_MATCHES", 2)
     assert main(["-q", "predict", "--config", str(MVTEC), "--category", "bottle", "--method", "toy_refs",
                  "--out", str(tmp_path / "out"), str(tmp_path / "**" / "*.png")] + sets(tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "more than 2 image files" in err and "Traceback" not in err
-    monkeypatch.setattr(few, "MAX_MATCHES", 100)
-    monkeypatch.setattr(few, "MAX_FOLDERS", 1)
+    monkeypatch.setattr(inputs, "MAX_MATCHES", 100)
+    monkeypatch.setattr(inputs, "MAX_FOLDERS", 1)
     with pytest.raises(SaaError, match="visited more than 1 folders"):
         few.expand_images([str(tmp_path / "**" / "*.png")])
 
