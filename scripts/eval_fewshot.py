@@ -5,7 +5,7 @@ shared/realdata. Everything goes through the public code paths: the bank is buil
 :func:`saa.bank.build_bank` and queried with :meth:`ReferenceBank.predict`; the transductive rows use
 ``method.bank_from_features`` + ``method.predict(..., index=i)`` like the run engine; metrics are
 those of `saa run` (:func:`saa.evaluation.category_maps_and_scale` at eval size 400, then
-:func:`saa.evaluation.category_metrics`; image score = max of the normalised map).
+:func:`saa.evaluation.category_evaluation`; image score = max of the normalised map).
 
 Sets:
 
@@ -20,8 +20,16 @@ Sets:
 * ``--augmented``: bottle against 200 references made of the 29 training images under the 8
   flips / quarter turns, with the same ``--positions`` (slow: about 2 s per query with all).
 
+``--method improved-tiny``: the ``improved`` preset (SAA+ with cross-image saliency) with the tiny
+random-weight models of :mod:`saa.testing` (built in a temporary folder; ``general_prompts=[]``):
+it shows that the bank machinery works for that method end to end, NOT its accuracy (the models
+are untrained). Only the bottle rows of the transductive run and k = 1, 5, 10 (seed runs 0-2); a
+query costs about 5 s on one core (the detector's 800-pixel input), so ``--test-images N`` takes N
+evenly spaced test images (of the 31, in key order) to keep the run to minutes.
+
     python scripts/eval_fewshot.py --out fewshot.json [--sets bottle,mtd] [--augmented] [--threads 1]
         [--positions 4096,10240,16384,0]
+    python scripts/eval_fewshot.py --method improved-tiny --sets bottle --test-images 10 --out improved.json
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ sys.path.insert(0, str(REPO))
 from saa.bank import DEFAULT_MAX_POSITIONS, build_bank  # noqa: E402
 from saa.config import load_config  # noqa: E402
 from saa.datasets import build_dataset, select_k_shot  # noqa: E402
-from saa.evaluation import category_maps_and_scale, category_metrics, resize_masks  # noqa: E402
+from saa.evaluation import category_evaluation, category_maps_and_scale, resize_masks  # noqa: E402
 from saa.image_io import read_rgb  # noqa: E402
 from saa.run import make_method  # noqa: E402
 
@@ -56,10 +64,28 @@ EVAL = 400
 KEYS = ("pixel_auroc", "image_auroc", "pixel_f1_max", "aupro")
 
 
+def evenly(samples: list, n: int) -> list:
+    """``n`` evenly spaced samples (all when ``n`` is 0 or at least their number)."""
+    if not n or n >= len(samples):
+        return list(samples)
+    return [samples[(i * len(samples)) // n] for i in range(n)]
+
+
+def build_method(name: str, tmp: Path):
+    """``lite``, or ``improved-tiny``: the improved preset on saa.testing's tiny random-weight models."""
+    if name == "lite":
+        return make_method(load_config(REPO / "configs" / "mvtec.yaml", ["method=lite"]))
+    from saa.testing import build_tiny_models, tiny_config_overrides
+
+    models = build_tiny_models(tmp / "tiny_models", seed=0)
+    return make_method(load_config(REPO / "configs" / "mvtec.yaml",
+                                   tiny_config_overrides(models) + ["preset=improved", "general_prompts=[]"]))
+
+
 def metrics(ds, samples, maps, sizes) -> dict:
     norm, scores, _, _ = category_maps_and_scale(maps, EVAL)
     masks = resize_masks([ds.load_mask(s, hw) for s, hw in zip(samples, sizes)], EVAL)
-    m = category_metrics([s.label for s in samples], scores, masks, norm)
+    m, _ = category_evaluation([s.label for s in samples], scores, masks, norm)
     return {k: round(m[k], 2) for k in KEYS}
 
 
@@ -131,15 +157,21 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--positions", default=f"{DEFAULT_MAX_POSITIONS},0",
                     help="max_positions of the banks of all references (0 = every position; default: the default, 0)")
+    ap.add_argument("--method", choices=("lite", "improved-tiny"), default="lite",
+                    help="lite (default), or the improved preset on saa.testing's tiny random models (machinery only)")
+    ap.add_argument("--test-images", type=int, default=0,
+                    help="bottle: only this many evenly spaced test images (default 0: all 31)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
-    method = make_method(load_config(REPO / "configs" / "mvtec.yaml", ["method=lite"]))
+    tiny = args.method == "improved-tiny"
+    keep = tempfile.TemporaryDirectory(prefix="saa_fewshot_models_")
+    method = build_method(args.method, Path(keep.name))
     res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                              "torch_threads": torch.get_num_threads()},
-                 "method": method.label, "eval_size": EVAL, "rows": []}
+                 "method": method.label, "tiny_random_models": tiny, "eval_size": EVAL, "rows": []}
     rows = res["rows"]
 
     def row(set_name, what, m, extra=None):
@@ -152,9 +184,11 @@ def main(argv=None) -> int:
         tmp = Path(tmpname)
         if "bottle" in args.sets.split(","):
             ds = build_dataset("mvtec", BOTTLE)
-            test, train = ds.samples("bottle"), ds.train_samples("bottle")
+            test, train = evenly(ds.samples("bottle"), args.test_images), ds.train_samples("bottle")
+            res["bottle_test_images"] = [s.key for s in test]
             m, dt = transductive(method, ds, "bottle", test)
-            row("bottle", f"transductive lite ({len(test)} test images)", m, {"seconds_per_image": round(dt, 3)})
+            row("bottle", f"transductive {args.method} ({len(test)} test images)", m,
+                {"seconds_per_image": round(dt, 3)})
             for k in (1, 5, 10):
                 runs, infos = [], []
                 for run in (0, 1, 2):
@@ -163,22 +197,22 @@ def main(argv=None) -> int:
                     runs.append(mm)
                     infos.append(dict(info, run=run, ids=list(sel.ids), metrics=mm))
                 row("bottle", f"bank k={k} (seed runs 0-2)", summarise(runs), {"runs": infos})
-                if k > 1:  # the same references with lite's transductive rule (per_image, <= 32 others)
+                if k > 1 and not tiny:  # the same references with lite's transductive rule (per_image, <= 32 others)
                     runs = []
                     for run in (0, 1, 2):
                         sel = select_k_shot(train, SEEDS, k, run, "bottle")
                         runs.append(with_rule(method, ds, "bottle", test, [s.image_path for s in sel.samples]))
                     row("bottle", f"k={k}, lite's per_image rule instead", summarise(runs))
-            sizes = [int(v) for v in args.positions.split(",")]
-            groups = [("all 29 train", [s.image_path for s in train])]
-            if args.augmented:
+            sizes = [int(v) for v in args.positions.split(",")] if not tiny else []
+            groups = [("all 29 train", [s.image_path for s in train])] if not tiny else []
+            if args.augmented and not tiny:
                 groups.append(("200 augmented", augmented_refs([s.image_path for s in train], tmp)))
             for name, refs in groups:
                 for mp in sizes:
                     what = "every position" if mp == 0 else f"coreset {mp}" + (" (default)" if mp == DEFAULT_MAX_POSITIONS else "")
                     mm, _, info = with_bank(method, ds, "bottle", test, refs, tmp, max_positions=mp)
                     row("bottle", f"bank {name}, {what}", mm, info)
-        if "mtd" in args.sets.split(","):
+        if "mtd" in args.sets.split(",") and not tiny:
             ds = build_dataset("mtd", MTD)
             allx = ds.samples("mtd")
             free = [s for s in allx if s.label == 0]
@@ -193,6 +227,7 @@ def main(argv=None) -> int:
                 runs.append(mm)
                 infos.append(dict(info, run=r, references=[p.name for p in refs], metrics=mm))
             row("mtd", "bank 10 MT_Free (runs 0-2)", summarise(runs), {"runs": infos})
+    keep.cleanup()
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
         print(f"written: {args.out}")

@@ -128,3 +128,16 @@ def test_banner_text_fits_the_picture(width):
     assert not np.array_equal(full, banner(strip, text[:-1], height=max(26, 900 // 12)))
     ink = np.where((full[:-50] < 250).any(axis=2).any(axis=0))[0]
     assert ink.max() < width - 3
+
+
+def test_numbers_that_differ_never_read_the_same():
+    """A score just below a threshold is written with the digits that show it (REVIEW text too)."""
+    t = 0.05777469
+    s = float(np.nextafter(np.float32(t), np.float32(0)))
+    a, b = V.format_apart(s, t)
+    assert a != b and float(a) < float(b)
+    assert V.format_apart(0.9, 0.5) == ["0.900", "0.500"]  # the pictures' own format when it is enough
+    assert V.format_apart(0.5, None, 0.5) == ["0.500", "", "0.500"]
+    text = V.verdict_text(s, "REVIEW", t, "raw", review_threshold=0.03)
+    assert text.startswith("REVIEW  score ") and f"< threshold {b}" in text and ">= review 0.03," in text
+    assert V.verdict_color("REVIEW") == V.REVIEW_COLOR

@@ -218,25 +218,33 @@ def _reusable(plan: BankPlan, method):
 
 
 def make_banks(plans: dict[str, BankPlan], method, *, rank: int = 0, world: int = 1,
-               barrier: Optional[Callable[[], None]] = None, progress: bool = False) -> dict:
+               agree: Optional[Callable[[bool], bool]] = None, progress: bool = False) -> dict:
     """The opened bank of each category: rank 0 builds those of ``--references`` / ``--k-shot``
     (or reuses the one a previous run of the same references left in the folder), then every
-    process opens them (read-only). ``barrier``: torchrun's, between the two."""
+    process opens them (read-only). ``agree`` (torchrun): called by every process with whether
+    rank 0 failed, returns whether any did (it is the barrier between building and opening), so a
+    failed build stops every process with one line instead of leaving them waiting."""
     from ..bank import ReferenceBank, build_bank
 
+    error: Optional[BaseException] = None
     if rank == 0:
-        for plan in plans.values():
-            if plan.existing is not None or _reusable(plan, method) is not None:
-                continue
-            if plan.target.exists():  # the run folder's own bank of other references (or damaged)
-                shutil.rmtree(plan.target)
-            log.info("%s: building the reference bank of %d good image(s) (%s)", plan.category, len(plan.images),
-                     plan.source)
-            plan.target.parent.mkdir(parents=True, exist_ok=True)
-            build_bank(method, plan.category, plan.images, plan.target, max_positions=plan.max_positions,
-                       kshot=plan.kshot, source=plan.source, progress=progress)
-    if world > 1 and barrier is not None:
-        barrier()
+        try:
+            for plan in plans.values():
+                if plan.existing is not None or _reusable(plan, method) is not None:
+                    continue
+                if plan.target.exists():  # the run folder's own bank of other references (or damaged)
+                    shutil.rmtree(plan.target)
+                log.info("%s: building the reference bank of %d good image(s) (%s)", plan.category, len(plan.images),
+                         plan.source)
+                plan.target.parent.mkdir(parents=True, exist_ok=True)
+                build_bank(method, plan.category, plan.images, plan.target, max_positions=plan.max_positions,
+                           kshot=plan.kshot, source=plan.source, progress=progress)
+        except BaseException as e:  # noqa: BLE001 - raised below, after the other processes know
+            error = e
+    if world > 1 and agree is not None and agree(error is not None) and error is None:
+        raise SaaError("rank 0 could not build the reference banks (see its message); stopping")
+    if error is not None:
+        raise error
     banks = {}
     for cat, plan in plans.items():
         bank = ReferenceBank.open(plan.existing if plan.existing is not None else plan.target)

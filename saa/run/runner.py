@@ -517,13 +517,8 @@ def evaluate_run(config: Union[SaaConfig, str, os.PathLike], out_dir: Union[str,
             for n in run.folder.begin(run.settings_fingerprint, run.config_text, lock.command):
                 log.warning(n)
         if run.plans:  # rank 0 builds (or reuses) the banks under the lock; every process opens them
-            barrier = None
-            if world > 1:
-                import torch.distributed as dist
-
-                barrier = dist.barrier
-            run.banks = make_banks(run.plans, run.method, rank=rank, world=world, barrier=barrier,
-                                   progress=progress)
+            run.banks = make_banks(run.plans, run.method, rank=rank, world=world, progress=progress,
+                                   agree=(lambda failed: _all_reduce_sum([int(failed)])[0] > 0) if world > 1 else None)
         shard_computed: Optional[int] = None
         if world > 1:
             # every process computes its share of each category; rank 0 then evaluates (reusing all)

@@ -191,7 +191,7 @@ def test_mvtec_run_script_output(runs):
 def test_visa_challenge_vand_tree(runs):
     r = runs.get("visa_challenge")
     vand_root = r["out"] / "vand"
-    assert r["first"]["vand"] == {"root": str(vand_root), "experiment": "visa_challenge"}
+    assert r["first"]["vand"] == {"root": str(vand_root), "experiment": "visa_challenge", "track": "0shot/0"}
     for cat, stem in CHALLENGE_STEMS.items():
         base = vand_root / "visa_challenge" / "0shot" / "0" / cat / "Unknown"
         txt = base / "classification" / f"{stem}.txt"
