@@ -89,12 +89,30 @@ def metrics(ds, samples, maps, sizes) -> dict:
     return {k: round(m[k], 2) for k in KEYS}
 
 
+#: the raw maps of the last transductive run (key -> map): the bank rows say how far theirs are from them
+LAST_MAPS: dict = {}
+
+
+def map_change(samples, maps) -> dict:
+    """How far ``maps`` are from the transductive run's raw maps of the same images: mean and max
+    |difference|, and the mean |difference| over the mean |transductive map| (relative)."""
+    if not LAST_MAPS:
+        return {}
+    d = [np.abs(m - LAST_MAPS[s.key]) for s, m in zip(samples, maps)]
+    base = float(np.mean([np.abs(LAST_MAPS[s.key]).mean() for s in samples])) or 1.0
+    mean = float(np.mean([x.mean() for x in d]))
+    return {"mean_abs": round(mean, 6), "max_abs": round(float(max(x.max() for x in d)), 6),
+            "relative": round(mean / base, 4)}
+
+
 def transductive(method, ds, cat, samples) -> tuple[dict, float]:
     t = time.perf_counter()
     rgbs = [read_rgb(s.image_path) for s in samples]
     bank = method.bank_from_features([method.reference_features(im) for im in rgbs])
     maps = [method.predict(im, cat, bank=bank, index=i).anomaly_map for i, im in enumerate(rgbs)]
     dt = (time.perf_counter() - t) / len(samples)
+    LAST_MAPS.clear()
+    LAST_MAPS.update({s.key: np.asarray(m, dtype=np.float32) for s, m in zip(samples, maps)})
     return metrics(ds, samples, maps, [im.shape[:2] for im in rgbs]), dt
 
 
@@ -112,7 +130,8 @@ def with_bank(method, ds, cat, samples, refs, tmp: Path, **build) -> tuple[dict,
     dt = (time.perf_counter() - t) / len(samples)
     sc = bank.manifest.scoring
     info = {"references": len(bank), "positions_kept": sc.positions_kept, "positions_total": sc.positions_total,
-            "build_seconds": round(tb, 2), "query_seconds": round(dt, 4)}
+            "build_seconds": round(tb, 2), "query_seconds": round(dt, 4),
+            "map_change_vs_transductive": map_change(samples, maps)}
     return metrics(ds, samples, maps, sizes), dt, info
 
 
