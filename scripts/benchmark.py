@@ -214,14 +214,11 @@ def run_schedule(pipe, images, category, label):
 
 def run_batched(pipe, images, category, label, batch: int):
     """:func:`run_schedule` with ``batch`` images per :meth:`SAAPipeline.predict_batch`, the images
-    decoded ahead in worker processes (what ``saa run --batch-size`` does); the first batch is run
-    once untimed first on CUDA (kernels and allocations of the batch shapes)."""
-    from saa.image_io import read_rgb
+    decoded ahead in worker processes (what ``saa run --batch-size`` does). No warm-up of its own:
+    it runs after a schedule of one image at a time (the lazy initialisations are done)."""
     from saa.run.engine import decode_workers, decoded_batches
 
     cuda = pipe.device.type == "cuda"
-    if cuda:  # warm-up
-        pipe.predict_batch([read_rgb(p) for p in images[:batch]], category)
     stages: dict[str, float] = {}
     maps = []
     if cuda:

@@ -36,8 +36,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PAR
 if [ $MODE = gpu ]; then
     N_IMAGES=${SAA_GPU_IMAGES:-8}; BATCH=8; DEVICE=cuda; MODELS=(--models realsize --sam vit_h)
     IMAGE_GLOB=".gpudata/bottle/test/*/*.png"; EXTRA=(); CACHE=${SAA_BENCH_CACHE:-/tmp/saa_bench}
-    LIMIT_CHECKPOINTS=${SAA_GPU_LIMIT_CHECKPOINTS:-100}; LIMIT_AUTHORS=${SAA_GPU_LIMIT_AUTHORS:-120}
-    LIMIT_SAA=${SAA_GPU_LIMIT_SAA:-160}; LIMIT_CUDA_TESTS=${SAA_GPU_LIMIT_CUDA_TESTS:-100}
+    LIMIT_CHECKPOINTS=${SAA_GPU_LIMIT_CHECKPOINTS:-90}; LIMIT_AUTHORS=${SAA_GPU_LIMIT_AUTHORS:-120}
+    LIMIT_SAA=${SAA_GPU_LIMIT_SAA:-160}; LIMIT_CUDA_TESTS=${SAA_GPU_LIMIT_CUDA_TESTS:-110}
     SCHEDULES=(--batch-sizes "$BATCH" --compare-precision bf16 --exact --baseline --no-saliency-steps)
     echo "== wheels"
     rm -rf /tmp/site /tmp/site_authors

@@ -94,7 +94,8 @@ def markdown(summary: dict) -> str:
     lines += ["", "| run | images/s | vs authors | peak GPU MB | max map diff vs authors | vs straightforward "
                   "| vs saa fp32 B=1 |", "|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        lines.append(f"| {r['run']} | {fmt(r['images_per_s'], '.3f')} | {fmt(r['vs_authors'], '.2f')}x | "
+        ratio = "–" if r["vs_authors"] is None else f"{r['vs_authors']:.2f}x"
+        lines.append(f"| {r['run']} | {fmt(r['images_per_s'], '.3f')} | {ratio} | "
                      f"{fmt(r['peak_gpu_mb'], '.0f')} | {fmt(r['diff_vs_authors'], '.3g')} | "
                      f"{fmt(r['diff_vs_straightforward'], '.3g')} | {fmt(r['diff_vs_b1'], '.3g')} |")
     for note in summary.get("notes", []):

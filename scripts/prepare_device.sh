@@ -5,8 +5,8 @@
 # the package index), from anywhere in the checkout the device tool sends:
 #   bash scripts/prepare_device.sh [--authors PATH] [--images N]
 # It fills three git-ignored folders (.gitignore), which the device run carries:
-#   .whl/saa/      wheels (CPython 3.12, manylinux) of what saa and its tests lack there (~6 MB)
-#   .whl/authors/  transformers 4.57 with its tokenizers and huggingface-hub (~14 MB): the authors'
+#   .whl/saa/      wheels (CPython 3.12, manylinux) of what saa and its tests lack there (~3.4 MB)
+#   .whl/authors/  transformers 4.57 with its tokenizers and huggingface-hub (~16 MB): the authors'
 #                  code needs transformers < 5; device_gpu_bench.sh puts them first on the path of
 #                  that part only (saa runs on the machine's transformers 5)
 #   .gpudata/      N (default 8) real MVTec bottle test images with their masks, evenly spread over
