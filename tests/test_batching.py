@@ -166,3 +166,49 @@ def test_batch_size_must_be_positive(tiny_models, two_sizes, tmp_path, capsys, m
     monkeypatch.delenv(engine.WORKERS_ENV)
     cores = len(os.sched_getaffinity(0))
     assert [engine.decode_workers(b) for b in (1, 2, 8)] == [1, min(2, cores), min(4, cores)]
+
+
+def test_transformers_backends_set_images_equal_set_image(tiny_models):
+    """The transformers Grounding DINO and SAM / SAM-HQ / SAM 2 refiners: after ``set_images`` of
+    images of two sizes, ``use_image(j)`` gives the outputs of ``set_image`` of image j."""
+    transformers = pytest.importorskip("transformers")
+    if int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("the transformers backends need transformers>=5")
+    import torch
+
+    from saa.models.hf_grounding import HFGroundingDetector
+    from saa.models.hf_sam import HFBoxRefiner
+    from saa.testing import build_tiny_hf_models
+
+    hf = build_tiny_hf_models(tiny_models)
+    sample = read_rgb(REPO / "assets" / "samples" / "bottle_broken_large_000.jpg")
+    other = read_rgb(REPO / "assets" / "samples" / "bottle_contamination_000.jpg")
+    images = [cv2.resize(sample, (160, 160)), cv2.resize(other, (192, 128)), cv2.resize(other, (160, 160))]
+
+    det = HFGroundingDetector(tiny_models.grounding_config, tiny_models.grounding_checkpoint, tiny_models.text_encoder)
+    one = []
+    for im in images:
+        det.set_image(im)
+        one.append(det.detect_many(["defect on bottle.", "bottle,."]))
+    det.set_images(images)
+    for j in (2, 0, 1):
+        det.use_image(j)
+        for a, b in zip(one[j], det.detect_many(["defect on bottle.", "bottle,."])):
+            assert float((a.boxes - b.boxes).abs().max()) <= 1e-6 and float((a.token_probs - b.token_probs).abs().max()) <= 1e-6
+    det.reset_image()
+
+    for variant, path in (("sam", tiny_models.sam_checkpoint), ("sam_hq", hf.sam_hq), ("sam2", hf.sam2)):
+        ref = HFBoxRefiner(path, variant=variant)
+        boxes = [torch.tensor([[10.0, 12.0, 90.0, 100.0], [40.0, 30.0, 150.0, 120.0]])] * 3
+        single = []
+        for im, bx in zip(images, boxes):
+            ref.set_image(im)
+            single.append((ref.low_res_logits(bx), ref.masks(bx)))
+        ref.set_images(images)
+        for j in (1, 2, 0):
+            ref.use_image(j)
+            low, masks = ref.low_res_logits(boxes[j]), ref.masks(boxes[j])
+            assert masks.shape == (2, *images[j].shape[:2]), variant
+            assert float((low - single[j][0]).abs().max()) <= 1e-5, variant
+            assert np.array_equal(masks, single[j][1]), variant
+        ref.reset_image()
