@@ -439,6 +439,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", default="",
                     help="comma-separated batch sizes > 1 to run the saa schedule again with (predict_batch, "
                          "images decoded in worker processes), each with its map difference to batch size 1")
+    ap.add_argument("--precision-batch-sizes", default="",
+                    help="batch sizes of the --compare-precision runs (default: 1 and the largest of --batch-sizes)")
     ap.add_argument("--reference-maps", default=None, metavar="NPZ",
                     help="maps of another program (keys '<defect type>/<file name>', e.g. the authors' code's); "
                          "every schedule reports its largest difference to them (missing file: noted)")
@@ -460,6 +462,13 @@ def main(argv=None) -> int:
     if any(b < 1 for b in batch_sizes):
         ap.error("--batch-sizes: every batch size must be at least 1")
     batch_sizes = [b for b in batch_sizes if b > 1]
+    try:
+        precision_batches = sorted({int(b) for b in args.precision_batch_sizes.split(",") if b.strip()})
+    except ValueError:
+        ap.error(f"--precision-batch-sizes {args.precision_batch_sizes!r}: expected comma-separated whole numbers")
+    if any(b < 1 for b in precision_batches):
+        ap.error("--precision-batch-sizes: every batch size must be at least 1")
+    precision_batches = precision_batches or [1] + batch_sizes[-1:]
     if args.build_only:
         t0 = time.perf_counter()
         files = files_of(model_overrides(args))
@@ -562,7 +571,7 @@ def main(argv=None) -> int:
         cfg_p = load_config(args.config, model_ov + [
             f"models.device={args.device}", f"models.precision={prec}", f"models.grounding.kernels={args.kernels}"])
         pipe = SAAPipeline(cfg_p, detector=fast.detector, refiner=fast.refiner, extractor=fast.extractor)
-        for b in [1] + batch_sizes[-1:]:
+        for b in precision_batches:
             label = f"saa_{prec}" if b == 1 else f"saa_{prec}_b{b}"
             if b == 1:
                 if pipe.device.type == "cuda":

@@ -3,7 +3,7 @@
 #   here:        bash scripts/prepare_device.sh [--authors PATH]       (wheels, images, the authors' code)
 #   device tool: run(command="bash scripts/device_gpu_bench.sh", carry=[".whl", ".gpudata", ".authors"],
 #                    timeout_s=560)
-#   dry run on the CPU (tiny models, 2 images; tests/test_gpu_bench.py runs it):
+#   dry run on the CPU (tiny models, 2 images, bf16 at B=2 only; tests/test_gpu_bench.py runs it):
 #                bash scripts/device_gpu_bench.sh --dry-run
 #
 # On the same random-weight real-size files (Swin-T Grounding DINO 6+6 layers with a BERT-base-sized
@@ -19,8 +19,11 @@
 #   4 cuda_tests   python -m pytest -m cuda tests/test_cuda.py (tiny models)
 # $OUT (what comes back; at most 8 files): log.txt, summary.md and summary.json (rewritten after
 # every part), checkpoints.json, authors.json, saa.json, cuda_tests.txt.
-# Limits: 8 minutes for the four parts together (plus ~20 s of wheel installation); override a
-# part's with SAA_GPU_LIMIT_<PART>=seconds, the number of images with SAA_GPU_IMAGES.
+# Time: the four parts share a budget of 8 minutes (SAA_GPU_BUDGET seconds, counted from the end of
+# the ~20 s wheel installation). Each part runs under its own limit: at most its cap
+# (SAA_GPU_CAP_<PART>, seconds) and at most what the budget leaves after the minimum reserved for
+# the parts after it, so time a part leaves unused goes to the later ones and the whole never
+# exceeds the budget. SAA_GPU_IMAGES: the number of images.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -36,8 +39,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PAR
 if [ $MODE = gpu ]; then
     N_IMAGES=${SAA_GPU_IMAGES:-8}; BATCH=8; DEVICE=cuda; MODELS=(--models realsize --sam vit_h)
     IMAGE_GLOB=".gpudata/bottle/test/*/*.png"; EXTRA=(); CACHE=${SAA_BENCH_CACHE:-/tmp/saa_bench}
-    LIMIT_CHECKPOINTS=${SAA_GPU_LIMIT_CHECKPOINTS:-90}; LIMIT_AUTHORS=${SAA_GPU_LIMIT_AUTHORS:-120}
-    LIMIT_SAA=${SAA_GPU_LIMIT_SAA:-160}; LIMIT_CUDA_TESTS=${SAA_GPU_LIMIT_CUDA_TESTS:-110}
+    BUDGET=${SAA_GPU_BUDGET:-480}
     SCHEDULES=(--batch-sizes "$BATCH" --compare-precision bf16 --exact --baseline --no-saliency-steps)
     echo "== wheels"
     rm -rf /tmp/site /tmp/site_authors
@@ -52,8 +54,9 @@ else  # --dry-run: this machine's environment, the CPU, the tiny models, 2 image
     N_IMAGES=${SAA_GPU_IMAGES:-2}; BATCH=2; DEVICE=cpu; MODELS=(--models tiny)
     IMAGE_GLOB=${SAA_DRY_IMAGES:-"$REPO/../shared/realdata/mvtec_ad__*/bottle/test/*/*.png"}
     EXTRA=(--set "general_prompts=[]"); CACHE=${SAA_BENCH_CACHE:-/tmp/saa_bench}
-    LIMIT_CHECKPOINTS=600; LIMIT_AUTHORS=600; LIMIT_SAA=1200; LIMIT_CUDA_TESTS=300
-    SCHEDULES=(--batch-sizes "$BATCH" --compare-precision bf16 --no-saliency-steps --no-warmup)
+    BUDGET=${SAA_GPU_BUDGET:-1800}
+    SCHEDULES=(--batch-sizes "$BATCH" --compare-precision bf16 --precision-batch-sizes "$BATCH" --no-saliency-steps
+               --no-warmup)
     SAA_PATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
     AUTHORS_PATH=$SAA_PATH
 fi
@@ -62,9 +65,25 @@ AUTHORS_MAPS=${SAA_AUTHORS_MAPS:-$WORK/authors_maps.npz}
 
 py() { env PYTHONPATH="$SAA_PATH" python3 "$@"; }
 summary() { py scripts/gpu_summary.py --out "$OUT" --work "$WORK" --mode "$MODE" > /dev/null || echo "(summary failed)"; }
-part() {  # NAME LIMIT_S COMMAND...: run under the limit, record exit status and seconds, refresh the summary
-    local name=$1 limit=$2 t0=$SECONDS rc timed_out=false
-    shift 2
+# per part: cap (s) and the minimum kept for the parts after it (s); the dry run on a shared CPU
+# is limited by its budget alone
+if [ $MODE = gpu ]; then caps=(120 150 220 180); else caps=("$BUDGET" "$BUDGET" "$BUDGET" "$BUDGET"); fi
+CAP_CHECKPOINTS=${SAA_GPU_CAP_CHECKPOINTS:-${caps[0]}}; AFTER_CHECKPOINTS=240  # authors 60, saa 100, tests 80
+CAP_AUTHORS=${SAA_GPU_CAP_AUTHORS:-${caps[1]}};         AFTER_AUTHORS=180      # saa 100, cuda tests 80
+CAP_SAA=${SAA_GPU_CAP_SAA:-${caps[2]}};                 AFTER_SAA=80           # cuda tests 80
+CAP_CUDA_TESTS=${SAA_GPU_CAP_CUDA_TESTS:-${caps[3]}};   AFTER_CUDA_TESTS=0
+START=$SECONDS
+part() {  # NAME COMMAND...: run under the part's limit, record exit status and seconds, refresh the summary
+    local name=$1 t0=$SECONDS rc timed_out=false key cap after limit
+    shift
+    key=$(echo "$name" | tr '[:lower:]' '[:upper:]')
+    cap=$(eval echo "\$CAP_$key"); after=$(eval echo "\$AFTER_$key")
+    limit=$((BUDGET - (SECONDS - START) - after))
+    [ "$limit" -gt "$cap" ] && limit=$cap
+    if [ "$limit" -lt 10 ]; then
+        skip "$name" "no time left: its limit would be $limit s (cap $cap s, budget $BUDGET s)"
+        return
+    fi
     echo "== part $name (limit ${limit} s)"
     timeout -k 10 "$limit" "$@"
     rc=$?
@@ -109,7 +128,7 @@ if [ ${#IMAGES[@]} -eq 0 ] || [ -z "${IMAGES[0]}" ]; then
 fi
 echo "images (${#IMAGES[@]}): ${IMAGES[*]}"
 
-part checkpoints "$LIMIT_CHECKPOINTS" env PYTHONPATH="$SAA_PATH" python3 scripts/benchmark.py "${MODELS[@]}" \
+part checkpoints env PYTHONPATH="$SAA_PATH" python3 scripts/benchmark.py "${MODELS[@]}" \
     --build-only --cache "$CACHE" --out "$OUT/checkpoints.json"
 
 if [ $MODE = dry ]; then
@@ -119,16 +138,16 @@ elif [ ! -f .authors/SAA/model.py ]; then
 elif [ ! -f "$OUT/checkpoints.json" ]; then
     skip authors "no model files (the checkpoints part failed)"
 else
-    part authors "$LIMIT_AUTHORS" env PYTHONPATH="$AUTHORS_PATH" python3 scripts/bench_authors.py \
+    part authors env PYTHONPATH="$AUTHORS_PATH" python3 scripts/bench_authors.py \
         --snapshot .authors --files "$OUT/checkpoints.json" --images "${IMAGES[@]}" --device "$DEVICE" \
         --out "$OUT/authors.json" --maps "$AUTHORS_MAPS"
 fi
 
-part saa "$LIMIT_SAA" env PYTHONPATH="$SAA_PATH" python3 scripts/benchmark.py "${MODELS[@]}" --device "$DEVICE" \
+part saa env PYTHONPATH="$SAA_PATH" python3 scripts/benchmark.py "${MODELS[@]}" --device "$DEVICE" \
     --image-files "${IMAGES[@]}" "${SCHEDULES[@]}" "${EXTRA[@]}" --reference-maps "$AUTHORS_MAPS" \
     --cache "$CACHE" --out "$OUT/saa.json"
 
-part cuda_tests "$LIMIT_CUDA_TESTS" bash -c "set -o pipefail; env PYTHONPATH='$SAA_PATH' python3 -m pytest -q -rA \
+part cuda_tests bash -c "set -o pipefail; env PYTHONPATH='$SAA_PATH' python3 -m pytest -q -rA \
     -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 | tee '$OUT/cuda_tests.txt'"
 
 echo "== summary"

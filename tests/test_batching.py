@@ -189,11 +189,11 @@ def test_transformers_backends_set_images_equal_set_image(tiny_models):
     one = []
     for im in images:
         det.set_image(im)
-        one.append(det.detect_many(["defect on bottle.", "bottle,."]))
+        one.append(det.detect_many(["defect on bottle."]))
     det.set_images(images)
     for j in (2, 0, 1):
         det.use_image(j)
-        for a, b in zip(one[j], det.detect_many(["defect on bottle.", "bottle,."])):
+        for a, b in zip(one[j], det.detect_many(["defect on bottle."])):
             assert float((a.boxes - b.boxes).abs().max()) <= 1e-6 and float((a.token_probs - b.token_probs).abs().max()) <= 1e-6
     det.reset_image()
 
