@@ -643,8 +643,8 @@ def main(argv=None) -> int:
 
 
 def load_reference_maps(path, images) -> dict:
-    """{"maps": {image position: map}} of ``images`` from an ``.npz`` keyed by :func:`image_key`,
-    or {"note": why not} (no file, images missing from it, other sizes)."""
+    """{"maps": {image position: map}} of those of ``images`` an ``.npz`` keyed by :func:`image_key`
+    has, and {"note": ...} when it lacks some or all of them (or the file)."""
     if not path:
         return {}
     p = Path(path)
@@ -659,9 +659,12 @@ def load_reference_maps(path, images) -> dict:
             missing.append(image_key(img))
         else:
             maps[i] = m
+    if not maps:
+        return {"note": f"{p}: no map of any of the images"}
+    out = {"maps": maps}
     if missing:
-        return {"note": f"{p}: no map of {', '.join(missing)}"}
-    return {"maps": maps}
+        out["note"] = f"{p}: no map of {', '.join(missing)} (differences over the other images)"
+    return out
 
 
 def stage_table(result: dict) -> str:

@@ -44,7 +44,7 @@ def label_of(key: str) -> str:
 def rows_of(authors, saa) -> list[dict]:
     rows = []
     base_ips = authors.get("images_per_s") if authors else None
-    if authors:
+    if base_ips:
         rows.append({"run": "authors' code (SAA-plus @23acbd9)", "key": "authors", "images_per_s": base_ips,
                      "vs_authors": 1.0 if base_ips else None, "peak_gpu_mb": authors.get("peak_cuda_mb"),
                      "diff_vs_authors": 0.0, "diff_vs_straightforward": None, "diff_vs_b1": None})
@@ -113,8 +113,10 @@ def build(out: Path, work: Path, mode: str) -> dict:
     notes = []
     if authors:
         notes += [f"authors: {n}" for n in authors.get("notes", [])]
+        if authors.get("error"):
+            notes.append(f"authors: failed: {authors['error']}")
     if saa and saa.get("reference_maps_note"):
-        notes.append(f"saa: no difference to the authors' maps: {saa['reference_maps_note']}")
+        notes.append(f"saa against the authors' maps: {saa['reference_maps_note']}")
     summary = {"mode": mode, "env": _read(work / "env.json"), "parts": {k: v for k, v in parts.items() if v},
                "rows": rows_of(authors, saa), "notes": notes, "cuda_tests": cuda_tests_of(out / "cuda_tests.txt"),
                "checkpoints": _read(out / "checkpoints.json")}
