@@ -86,6 +86,15 @@ def _maxdiff(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
+def _assert_same_maps(a: list, b: list) -> None:
+    """The maps of a batch and of one image at a time on a GPU: another batch shape may get other
+    kernels, whose last bits can flip a SAM mask pixel whose logit is within float noise of 0, so
+    a few pixels may differ; a mix-up of images would move the mean and many pixels."""
+    assert len(a) == len(b) and a
+    d = np.concatenate([np.abs(x - y).ravel() for x, y in zip(a, b)])
+    assert float(d.mean()) <= 1e-5 and float((d > 1e-4).mean()) <= 1e-3, (float(d.max()), float(d.mean()))
+
+
 def test_predict_on_cuda(tiny_models, data, tmp_path):
     """`saa predict --device cuda`: every model on the GPU, the outputs written, the map close to the
     CPU's (the same random models, other arithmetic)."""
@@ -126,7 +135,9 @@ def test_run_with_batches_and_resume_on_cuda(tiny_models, data, tmp_path):
     one = tmp_path / "one"
     assert cli_main(["run", str(MVTEC), "--data-root", str(data), "--out", str(one), "--device", "cuda",
                      "--no-progress", "--batch-size", "1"] + _sets(_overrides(tiny_models))) == 0
-    assert _maxdiff(_maps(one), _maps(out)) <= 1e-4
+    a, b = _maps(one), _maps(out)
+    assert a.keys() == b.keys()
+    _assert_same_maps([a[k] for k in a], [b[k] for k in a])
 
 
 def test_lite_on_cuda(tiny_models, data, tmp_path):
@@ -161,7 +172,10 @@ def test_every_precision_on_cuda(tiny_models, data, precision):
     for pred in batch + [one]:
         assert pred.anomaly_map.dtype == np.float32 and np.isfinite(pred.anomaly_map).all()
         assert np.isfinite(pred.saliency).all() and np.isfinite(pred.score)
-    assert float(np.abs(batch[2].anomaly_map - one.anomaly_map).max()) <= (1e-4 if want == torch.float32 else 5e-2)
+    if want == torch.float32:
+        _assert_same_maps([batch[2].anomaly_map], [one.anomaly_map])
+    else:  # half precision: batch shapes round differently
+        assert float(np.abs(batch[2].anomaly_map - one.anomaly_map).mean()) <= 1e-2
 
 
 def test_batch_sizes_on_cuda(tiny_models, data):
@@ -173,7 +187,7 @@ def test_batch_sizes_on_cuda(tiny_models, data):
         got = []
         for i in range(0, len(images), b):
             got += [p.anomaly_map for p in pipe.predict_batch(images[i:i + b], "bottle")]
-        assert max(float(np.abs(x - y).max()) for x, y in zip(one, got)) <= 1e-4, b
+        _assert_same_maps(one, got)
     peak = torch.cuda.max_memory_allocated()
     assert peak > 0
 
@@ -225,4 +239,6 @@ def test_torchrun_one_process_per_gpu_nccl(tiny_models, data, tmp_path):
     _torchrun(tiny_models, data, tmp_path / "one", 1, {}, "cuda")
     r = _torchrun(tiny_models, data, tmp_path / "two", 2, {}, "cuda")
     assert "3 images (3 computed by 2 processes, 0 reused)" in r.stdout
-    assert _maxdiff(_maps(tmp_path / "one"), _maps(tmp_path / "two")) <= 1e-4
+    a, b = _maps(tmp_path / "one"), _maps(tmp_path / "two")
+    assert a.keys() == b.keys()
+    _assert_same_maps([a[k] for k in a], [b[k] for k in a])
