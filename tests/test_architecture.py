@@ -40,6 +40,9 @@ LAYOUT_EXCEPTIONS = {
     ("methods", "contract"): "one contract over every registered method (each folder of saa/methods/)",
     ("methods/saa_plus", "improved_preset"): "the improved preset end to end: settings, bank, pipeline, run, torchrun",
     ("models", "backends"): "both transformers backends (hf_grounding.py, hf_sam.py) against the reference packages",
+    ("scripts", "device_gpu_bench"): "scripts/device_gpu_bench.sh (a shell script), run in its CPU dry run",
+    ("", "cuda"): "the CUDA paths end to end (predict, run, lite, precisions, batches, metrics sort, torchrun); "
+                  "skipped without a GPU",
 }
 
 
