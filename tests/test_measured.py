@@ -10,7 +10,7 @@ import pytest
 
 from saa.measured import MEASUREMENTS, figure, memory_phrase, measurements, time_phrase
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
 #: the records the README's requirements table states, time and memory of each
 STATED = ("lite_bottle", "lite_mtd", "saa_vit_b_cpu")
 
