@@ -12,9 +12,11 @@ decodes nothing. ``SAA_DECODE_WORKERS=0`` decodes in a background thread of the 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
@@ -147,6 +149,29 @@ def _context():
     return ctx
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """While worker processes start: the main module looks unnamed and file-less, so the workers
+    (which need only this module) never import it again. Otherwise a fork server or spawn runs the
+    user's script once more in each worker (a script without an ``if __name__ == "__main__"`` guard
+    would start a second run) and fails outright for ``python -`` or ``python -c``."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    missing = object()
+    saved = {k: getattr(main, k, missing) for k in ("__spec__", "__file__")}
+    try:
+        main.__spec__ = None
+        if saved["__file__"] is not missing:
+            del main.__file__
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is not missing:
+                setattr(main, k, v)
+
+
 def _decoded(paths: Sequence[str], workers: int):
     """``(position, rgb, error, pid)`` of each path in order, decoded ahead: in ``workers``
     processes (a torch ``DataLoader``), or in one background thread when ``workers`` is 0."""
@@ -160,7 +185,8 @@ def _decoded(paths: Sequence[str], workers: int):
     loader = DataLoader(_DecodeSet(paths), batch_size=None, shuffle=False, num_workers=min(workers, len(paths)),
                         collate_fn=_as_is, prefetch_factor=2, multiprocessing_context=_context(),
                         worker_init_fn=functools.partial(_worker_init, max_pixels()))
-    it = iter(loader)
+    with _main_module_hidden():  # every worker starts here
+        it = iter(loader)
     try:
         yield from it
     finally:

@@ -212,3 +212,35 @@ def test_transformers_backends_set_images_equal_set_image(tiny_models):
             assert float((low - single[j][0]).abs().max()) <= 1e-5, variant
             assert np.array_equal(masks, single[j][1]), variant
         ref.reset_image()
+
+
+def test_decode_workers_never_run_the_main_script_again(tmp_path, make_mvtec):
+    """The decoding workers import only saa: a user's script without an `if __name__ == "__main__"`
+    guard runs once (not once more per worker), and a run from `python -` (stdin) works."""
+    import os
+    import subprocess
+    import sys
+
+    data = make_mvtec(tmp_path / "data")
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "my_script.py"
+    script.write_text(
+        "import pathlib\n"
+        f"with pathlib.Path({str(marker)!r}).open('a') as f:\n"
+        "    f.write('x')\n"
+        "from saa.config import load_config\n"
+        "from saa.run import evaluate_run\n"
+        f"cfg = load_config({str(REPO / 'configs' / 'mvtec.yaml')!r}, ['method=lite', 'out_size=64', "
+        "'dataset.options.eval_size=64', 'models.batch_size=2'])\n"
+        f"r = evaluate_run(cfg, {str(tmp_path / 'out')!r}, data_root={str(data)!r}, progress=False, print_table=False)\n"
+        "print('images', r['totals']['images'])\n", encoding="utf-8")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("SAA_DECODE_WORKERS", None)
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode == 0 and "images 3" in r.stdout, r.stderr[-3000:]
+    assert marker.read_text() == "x"  # the script's top level ran once
+    (tmp_path / "out").rename(tmp_path / "out1")
+    r = subprocess.run([sys.executable, "-"], input=script.read_text(), env=env, capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
+    assert r.returncode == 0 and "images 3" in r.stdout, r.stderr[-3000:]
