@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -195,25 +196,41 @@ def _figure(rgb, caption: str) -> str:
     return f"<figure>{img_tag(rgb, alt=caption)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_error: Optional[str],
-                      n_gallery: int, thumb: int) -> str:
-    from .evaluation import category_maps_and_scale, resize_masks
-    from .image_io import read_rgb
-    from .verdict import DECISION_KEY, predicted_mask, quality_line
-    from .visualize import MapScale, colorbar, heat_overlay, thumbnail
+@dataclass
+class _CategoryData:
+    """What a category's section is drawn from: its scores.csv rows, the stored maps of this run
+    (None where missing or made by another run), their normalised eval-size maps, the labels and
+    the ground truth that could be read."""
 
-    cstore = folder.category(cat)
-    parts = [f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2>']
-    secs = info.seconds
-    if secs:
-        parts.append("<p class=\"small\">" + esc(", ".join(f"{k} {v:.2f} s" if k != "per_computed_image" else
-                                                           f"{v:.2f} s per computed image"
-                                                           for k, v in secs.items())) +
-                     f"; {info.computed} computed, {info.reused} reused</p>")
-    parts += [f"<p class=\"note\">{esc(n)}</p>" for n in info.notes]
-    if not cstore.scores_csv.is_file():
-        parts.append(f"<p class=\"note\">{esc(cstore.scores_csv)} is missing: no curves, no gallery.</p>")
-        return "\n".join(parts)
+    rows: list
+    loaded: list
+    norm: Optional[dict]
+    labels: list
+    samples: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
+    pixel_note: str = ""
+
+    @property
+    def labelled(self) -> bool:
+        return all(lab is not None for lab in self.labels) and len(self.rows) > 0
+
+    @property
+    def ok(self) -> list[int]:
+        return [i for i, z in enumerate(self.loaded) if z is not None]
+
+
+def _timing_html(info) -> list[str]:
+    if not info.seconds:
+        return []
+    text = ", ".join(f"{k} {v:.2f} s" if k != "per_computed_image" else f"{v:.2f} s per computed image"
+                     for k, v in info.seconds.items())
+    return [f"<p class=\"small\">{esc(text)}; {info.computed} computed, {info.reused} reused</p>"]
+
+
+def _category_data(cstore, cat: str, info, eval_size: int, parts: list[str]) -> _CategoryData:
+    """The rows and this run's maps, normalised; maps of another run are left out with a note."""
+    from .evaluation import category_maps_and_scale
+
     rows = cstore.read_scores()
     loaded = [cstore.read_map(r.key) for r in rows]
     if info.map_fingerprint:  # maps written by another run (other settings, another image set) are not drawn
@@ -226,80 +243,100 @@ def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_e
             parts.append(f"<p class=\"note warn\">{esc(msg)}</p>")
             for i in other:
                 loaded[i] = None
-    ok = [i for i, z in enumerate(loaded) if z is not None]
-    labels = [r.label for r in rows]
-    labelled = all(lab is not None for lab in labels) and len(rows) > 0
-    norm = None
+    data = _CategoryData(rows, loaded, None, [r.label for r in rows])
+    ok = data.ok
     if ok:
         norm_ok, _, _, _ = category_maps_and_scale([loaded[i].map for i in ok], eval_size, cat)
-        norm = {i: norm_ok[j] for j, i in enumerate(ok)}
+        data.norm = {i: norm_ok[j] for j, i in enumerate(ok)}
+    return data
 
-    # ground truth (via the dataset of config.yaml), for pixel curves and outlines
-    masks: dict[int, np.ndarray] = {}
-    pixel_note = ""
-    samples = {}
+
+def _read_ground_truth(data: _CategoryData, cat: str, eval_size: int, dataset, dataset_error: Optional[str]) -> None:
+    """The samples (via the dataset of config.yaml) and, for pixel curves and outlines, the masks at
+    eval size; why there are none is ``data.pixel_note``."""
+    from .evaluation import resize_masks
+
     if dataset is not None:
         try:
-            samples = {s.key: s for s in dataset.samples(cat)}
+            data.samples = {s.key: s for s in dataset.samples(cat)}
         except Exception as e:
             dataset_error = str(e)
-    if labelled and norm is not None:
-        if dataset is None or not getattr(dataset, "has_masks", False):
-            pixel_note = ("image-level curves only: " + (f"ground truth not readable ({dataset_error})"
-                          if dataset is None else "the dataset has no masks"))
-        elif len(ok) < len(rows):
-            pixel_note = f"image-level curves only: {len(rows) - len(ok)} per-image map file(s) missing"
-        else:
-            try:
-                for i in ok:
-                    s = samples[rows[i].key]
-                    masks[i] = resize_masks([dataset.load_mask(s, loaded[i].image_size)], eval_size)[0]
-            except Exception as e:
-                masks = {}
-                pixel_note = f"image-level curves only: ground truth not readable ({e})"
-
-    if labelled:
-        img_curve = _roc_pr(np.asarray(labels), np.asarray([r.image_score for r in rows]))
-        pix_curve = None
-        if masks:
-            pix_curve = _roc_pr(np.stack([masks[i] for i in ok]), np.stack([norm[i] for i in ok]))
-            if pix_curve is None:
-                pixel_note = "no defect pixel in the ground truth: image-level curves only"
-        if img_curve is None and pix_curve is None:
-            parts.append("<p class=\"note\">Curves undefined: the category has only one class.</p>")
-        else:
-            png = _curves_png(cat, img_curve, pix_curve, info.metrics, pixel_note)
-            parts.append(f'<div class="curves">{img_tag(png, alt=f"ROC and PR curves of {cat}")}</div>')
-            if pixel_note:
-                parts.append(f"<p class=\"small\">{esc(pixel_note)}</p>")
+    if not data.labelled or data.norm is None:
+        return
+    ok, rows = data.ok, data.rows
+    if dataset is None or not getattr(dataset, "has_masks", False):
+        data.pixel_note = ("image-level curves only: " + (f"ground truth not readable ({dataset_error})"
+                           if dataset is None else "the dataset has no masks"))
+    elif len(ok) < len(rows):
+        data.pixel_note = f"image-level curves only: {len(rows) - len(ok)} per-image map file(s) missing"
     else:
-        parts.append("<p class=\"note\">Unlabelled images: no metrics and no curves.</p>")
+        try:
+            for i in ok:
+                s = data.samples[rows[i].key]
+                data.masks[i] = resize_masks([dataset.load_mask(s, data.loaded[i].image_size)], eval_size)[0]
+        except Exception as e:
+            data.masks = {}
+            data.pixel_note = f"image-level curves only: ground truth not readable ({e})"
 
-    decision = info.decision
-    pixel_t = decision.pixel_threshold if decision is not None else None
+
+def _curves_html(data: _CategoryData, cat: str, info) -> list[str]:
+    if not data.labelled:
+        return ["<p class=\"note\">Unlabelled images: no metrics and no curves.</p>"]
+    ok, pixel_note = data.ok, data.pixel_note
+    img_curve = _roc_pr(np.asarray(data.labels), np.asarray([r.image_score for r in data.rows]))
+    pix_curve = None
+    if data.masks:
+        pix_curve = _roc_pr(np.stack([data.masks[i] for i in ok]), np.stack([data.norm[i] for i in ok]))
+        if pix_curve is None:
+            pixel_note = "no defect pixel in the ground truth: image-level curves only"
+    if img_curve is None and pix_curve is None:
+        return ["<p class=\"note\">Curves undefined: the category has only one class.</p>"]
+    png = _curves_png(cat, img_curve, pix_curve, info.metrics, pixel_note)
+    out = [f'<div class="curves">{img_tag(png, alt=f"ROC and PR curves of {cat}")}</div>']
+    if pixel_note:
+        out.append(f"<p class=\"small\">{esc(pixel_note)}</p>")
+    return out
+
+
+def _decision_html(folder, cat: str, decision, rows) -> list[str]:
+    """The recorded thresholds, the verdict counts and the decision's quality (weak: said)."""
+    from .verdict import DECISION_KEY, quality_line
+
     image_t = decision.image_threshold if decision is not None else None
-    if image_t is not None:
-        verdicts = [r.verdict for r in rows]
-        alarms = sum(1 for r in rows if r.label == 0 and r.verdict == "DEFECT")
-        misses = sum(1 for r in rows if r.label == 1 and r.verdict == "OK")
-        pix = "" if pixel_t is None else f", pixel threshold {pixel_t:.4g} (magenta outline in the pictures)"
-        q = decision.quality
-        quality = "" if q is None else f" Quality on this run's images: {esc(quality_line(q))}."
-        weak = ""
-        if q is not None and q.weak:
-            weak = (f"<p class=\"note warn\"><b>Weak decision</b>: {esc('; '.join(q.reasons))}. "
-                    "<code>saa predict --thresholds-from</code> refuses it unless <code>--accept-weak-decision</code> "
-                    "is given.</p>")
-        parts.append(f"<p>Decision (F1-optimal thresholds on the normalised scale, <code>metrics.json</code> "
-                     f"&rarr; <code>{DECISION_KEY}</code>): image threshold {image_t:.4g}{esc(pix)}. Verdicts: "
-                     f"{verdicts.count('DEFECT')} DEFECT, {verdicts.count('OK')} OK; {alarms} normal image(s) "
-                     f"flagged DEFECT, {misses} anomalous image(s) passed as OK.{quality} Apply them to new images: "
-                     f"<code>saa predict --thresholds-from {esc(folder.root)} --category {esc(cat)} ...</code></p>"
-                     + weak)
+    if image_t is None:
+        return []
+    pixel_t = decision.pixel_threshold
+    verdicts = [r.verdict for r in rows]
+    alarms = sum(1 for r in rows if r.label == 0 and r.verdict == "DEFECT")
+    misses = sum(1 for r in rows if r.label == 1 and r.verdict == "OK")
+    pix = "" if pixel_t is None else f", pixel threshold {pixel_t:.4g} (magenta outline in the pictures)"
+    q = decision.quality
+    quality = "" if q is None else f" Quality on this run's images: {esc(quality_line(q))}."
+    weak = ""
+    if q is not None and q.weak:
+        weak = (f"<p class=\"note warn\"><b>Weak decision</b>: {esc('; '.join(q.reasons))}. "
+                "<code>saa predict --thresholds-from</code> refuses it unless <code>--accept-weak-decision</code> "
+                "is given.</p>")
+    return [f"<p>Decision (F1-optimal thresholds on the normalised scale, <code>metrics.json</code> "
+            f"&rarr; <code>{DECISION_KEY}</code>): image threshold {image_t:.4g}{esc(pix)}. Verdicts: "
+            f"{verdicts.count('DEFECT')} DEFECT, {verdicts.count('OK')} OK; {alarms} normal image(s) "
+            f"flagged DEFECT, {misses} anomalous image(s) passed as OK.{quality} Apply them to new images: "
+            f"<code>saa predict --thresholds-from {esc(folder.root)} --category {esc(cat)} ...</code></p>" + weak]
+
+
+def _galleries_html(data: _CategoryData, pixel_t: Optional[float], n_gallery: int, thumb: int) -> list[str]:
+    """The highest-scoring normal and lowest-scoring anomalous images (or the highest-scoring ones
+    of an unlabelled set), on the category's one colour scale."""
+    from .image_io import read_rgb
+    from .verdict import predicted_mask
+    from .visualize import MapScale, colorbar, heat_overlay, thumbnail
+
+    rows, norm = data.rows, data.norm
 
     def thumb_of(i: int) -> Optional[np.ndarray]:
-        z = loaded[i]
-        src = z.image if z and z.image else (str(samples[rows[i].key].image_path) if rows[i].key in samples else "")
+        z = data.loaded[i]
+        src = z.image if z and z.image else (str(data.samples[rows[i].key].image_path)
+                                             if rows[i].key in data.samples else "")
         amap = norm[i] if norm is not None and i in norm else None
         try:
             rgb = read_rgb(src)
@@ -308,9 +345,12 @@ def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_e
                 return None
             rgb = np.zeros((thumb, thumb, 3), np.uint8)  # image gone: the map alone
             return heat_overlay(rgb, amap, alpha=1.0, vmax=1.0)
-        gt = masks.get(i)
         pred = predicted_mask(amap, pixel_t) if amap is not None else None
-        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=gt, defect_mask=pred, verdict=rows[i].verdict)
+        return thumbnail(rgb, amap, side=thumb, vmax=1.0, gt_mask=data.masks.get(i), defect_mask=pred,
+                         verdict=rows[i].verdict)
+
+    marks = [(float(pixel_t), "px thr")] if pixel_t is not None else []
+    bar = _figure(colorbar(thumb, MapScale(0.0, 1.0, "normalised"), marks=marks), "colour scale")
 
     def gallery(title: str, idx: list[int]) -> str:
         figs = []
@@ -323,21 +363,36 @@ def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_e
             return f"<h3>{esc(title)}</h3><p class=\"small\">none</p>"
         return f"<h3>{esc(title)}</h3><div class=\"gallery\">" + "".join(figs) + bar + "</div>"
 
-    marks = [(float(pixel_t), "px thr")] if pixel_t is not None else []
-    bar = _figure(colorbar(thumb, MapScale(0.0, 1.0, "normalised"), marks=marks), "colour scale")
-
     order = sorted(range(len(rows)), key=lambda i: -rows[i].image_score)
-    if labelled:
-        normal = [i for i in order if labels[i] == 0][:n_gallery]
-        anomalous = [i for i in reversed(order) if labels[i] == 1][:n_gallery]
-        parts.append(gallery(f"Highest-scoring normal images (possible false alarms), top {len(normal)}", normal))
-        parts.append(gallery(f"Lowest-scoring anomalous images (possible misses), bottom {len(anomalous)}", anomalous))
-    else:
-        parts.append(gallery("Highest-scoring images", order[:n_gallery]))
+    if not data.labelled:
+        return [gallery("Highest-scoring images", order[:n_gallery])]
+    normal = [i for i in order if data.labels[i] == 0][:n_gallery]
+    anomalous = [i for i in reversed(order) if data.labels[i] == 1][:n_gallery]
+    return [gallery(f"Highest-scoring normal images (possible false alarms), top {len(normal)}", normal),
+            gallery(f"Lowest-scoring anomalous images (possible misses), bottom {len(anomalous)}", anomalous)]
+
+
+def _category_section(folder, cat: str, info, eval_size: int, dataset, dataset_error: Optional[str],
+                      n_gallery: int, thumb: int) -> str:
+    """One category of the report: timings and notes, curves, the decision, the galleries."""
+    cstore = folder.category(cat)
+    parts = [f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2>', *_timing_html(info)]
+    parts += [f"<p class=\"note\">{esc(n)}</p>" for n in info.notes]
+    if not cstore.scores_csv.is_file():
+        parts.append(f"<p class=\"note\">{esc(cstore.scores_csv)} is missing: no curves, no gallery.</p>")
+        return "\n".join(parts)
+    data = _category_data(cstore, cat, info, eval_size, parts)
+    _read_ground_truth(data, cat, eval_size, dataset, dataset_error)
+    parts += _curves_html(data, cat, info)
+    decision = info.decision
+    parts += _decision_html(folder, cat, decision, data.rows)
+    pixel_t = decision.pixel_threshold if decision is not None else None
+    parts += _galleries_html(data, pixel_t, n_gallery, thumb)
+    has_verdicts = decision is not None and decision.image_threshold is not None
     parts.append("<p class=\"small\">Heat overlay: normalised anomaly map (same colour scale for the whole "
                  "category; dark blue = 0); white outline: ground truth"
                  + ("; magenta outline: predicted defect pixels (pixel threshold); frame: verdict (green OK, red "
-                    "DEFECT)" if image_t is not None else "") + ".</p>")
+                    "DEFECT)" if has_verdicts else "") + ".</p>")
     return "\n".join(parts)
 
 

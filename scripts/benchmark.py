@@ -8,6 +8,9 @@ schedule of the authors' code (``--baseline``), in one process.
     python scripts/benchmark.py --models realsize --sam vit_h --device cuda --compare-precision bf16,fp16
     python scripts/benchmark.py --models realsize --images 3 --backend groundingdino,transformers --kernels reference
     python scripts/benchmark.py --models fidelity --threads 2 --baseline --exact   # the issue-16 setting
+    python scripts/benchmark.py --models realsize --sam vit_h --device cuda --images 8 --batch-sizes 8 \
+        --compare-precision bf16 --exact --baseline --reference-maps authors_maps.npz   # the GPU check
+    python scripts/benchmark.py --models realsize --sam vit_h --build-only --out files.json   # files only
 
 Model sets (random weights; never downloaded):
   tiny      saa.testing's tiny models (seconds per image)
@@ -22,7 +25,12 @@ Model sets (random weights; never downloaded):
 
 Images: real MVTec bottle images from ../shared/realdata by default (``--image-glob``), or the
 files named with ``--image-files``. A per-stage table (seconds per image, ``Prediction.timings``)
-of every schedule run is printed to stderr after the JSON.
+of every schedule run is printed to stderr after the JSON. ``--batch-sizes`` adds runs of
+``SAAPipeline.predict_batch`` (images decoded ahead in worker processes, as ``saa run --batch-size``
+does); ``--reference-maps`` (an ``.npz`` of maps keyed ``<defect type>/<file name>``, e.g. the
+authors' code's from ``scripts/bench_authors.py``) adds each schedule's largest map difference to
+them; with ``--baseline`` every schedule also gets its difference to the straightforward schedule.
+``--out`` is rewritten after every schedule, so a run stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -105,6 +113,19 @@ def build_fidelity(out: Path) -> list[str]:
             "models.saliency.backbone=wide_resnet50_2", f"models.saliency.checkpoint={out}/wide_resnet50_2_random.pth"]
 
 
+def files_of(overrides: list[str]) -> dict[str, str]:
+    """The model files of ``--set``-style overrides, by role (``--build-only``'s JSON)."""
+    roles = {"models.grounding.config": "grounding_config", "models.grounding.checkpoint": "grounding_checkpoint",
+             "models.grounding.text_encoder": "text_encoder", "models.sam.checkpoint": "sam_checkpoint",
+             "models.saliency.checkpoint": "saliency_checkpoint", "models.saliency.backbone": "saliency_backbone"}
+    out = {}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in roles:
+            out[roles[key]] = value
+    return out
+
+
 def model_overrides(args) -> list[str]:
     if args.models == "fidelity":
         return build_fidelity(Path(args.cache) / "fidelity")
@@ -161,6 +182,7 @@ def run_schedule(pipe, images, category, label):
     stages: dict[str, float] = {}
     maps = []
     if pipe.device.type == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t_all = time.perf_counter()
     for path in images:
@@ -171,10 +193,13 @@ def run_schedule(pipe, images, category, label):
         for k, v in pred.timings.items():
             stages[k] = stages.get(k, 0.0) + v
         maps.append(pred.anomaly_map)
+    if pipe.device.type == "cuda":
+        torch.cuda.synchronize()
     total = time.perf_counter() - t_all
     n_calls = 1 + len(pipe.config.language_prompts(category))
     res = {
         "schedule": label,
+        "batch_size": 1,
         "images": len(images),
         "seconds": total,
         "images_per_s": len(images) / total,
@@ -185,6 +210,49 @@ def run_schedule(pipe, images, category, label):
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if pipe.device.type == "cuda" else None,
     }
     return res, maps
+
+
+def run_batched(pipe, images, category, label, batch: int):
+    """:func:`run_schedule` with ``batch`` images per :meth:`SAAPipeline.predict_batch`, the images
+    decoded ahead in worker processes (what ``saa run --batch-size`` does). No warm-up of its own:
+    it runs after a schedule of one image at a time (the lazy initialisations are done)."""
+    from saa.run.engine import decode_workers, decoded_batches
+
+    cuda = pipe.device.type == "cuda"
+    stages: dict[str, float] = {}
+    maps = []
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t_all = time.perf_counter()
+    for chunk in decoded_batches(images, batch, decode_workers(batch)):
+        for pred in pipe.predict_batch([rgb for _, rgb in chunk], category):
+            for k, v in pred.timings.items():
+                stages[k] = stages.get(k, 0.0) + v
+            maps.append(pred.anomaly_map)
+    if cuda:
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t_all
+    n_calls = 1 + len(pipe.config.language_prompts(category))
+    res = {
+        "schedule": label,
+        "batch_size": batch,
+        "images": len(images),
+        "seconds": total,
+        "images_per_s": len(images) / total,
+        "stage_seconds": stages,
+        "detector_heads_per_caption_s": (stages.get("detector_object", 0) + stages.get("detector_defect", 0))
+        / (len(images) * n_calls),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+    }
+    return res, maps
+
+
+def image_key(path) -> str:
+    """``<defect type>/<file name>``: how maps of the same image are matched across programs."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
 
 
 def run_interleaved(runs, images, category) -> dict:
@@ -366,10 +434,46 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="saliency timings: best of this many runs")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     ap.add_argument("--cache", default=os.environ.get("SAA_BENCH_CACHE", str(Path(tempfile.gettempdir()) / "saa_bench")))
-    ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every schedule (repeatable), e.g. --set general_prompts=[]")
+    ap.add_argument("--batch-sizes", default="",
+                    help="comma-separated batch sizes > 1 to run the saa schedule again with (predict_batch, "
+                         "images decoded in worker processes), each with its map difference to batch size 1")
+    ap.add_argument("--precision-batch-sizes", default="",
+                    help="batch sizes of the --compare-precision runs (default: 1 and the largest of --batch-sizes)")
+    ap.add_argument("--reference-maps", default=None, metavar="NPZ",
+                    help="maps of another program (keys '<defect type>/<file name>', e.g. the authors' code's); "
+                         "every schedule reports its largest difference to them (missing file: noted)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="no untimed first prediction before the main schedule (a quick CPU dry run)")
+    ap.add_argument("--no-saliency-steps", action="store_true",
+                    help="with --baseline: skip the saliency-steps timing (saves time on a tight budget)")
+    ap.add_argument("--build-only", action="store_true",
+                    help="only build (or find in --cache) the random-weight model files of --models and write "
+                         "their paths as JSON to --out")
+    ap.add_argument("--out", default=None, help="write the JSON here (rewritten after every schedule)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",") if b.strip()})
+    except ValueError:
+        ap.error(f"--batch-sizes {args.batch_sizes!r}: expected comma-separated whole numbers")
+    if any(b < 1 for b in batch_sizes):
+        ap.error("--batch-sizes: every batch size must be at least 1")
+    batch_sizes = [b for b in batch_sizes if b > 1]
+    try:
+        precision_batches = sorted({int(b) for b in args.precision_batch_sizes.split(",") if b.strip()})
+    except ValueError:
+        ap.error(f"--precision-batch-sizes {args.precision_batch_sizes!r}: expected comma-separated whole numbers")
+    if any(b < 1 for b in precision_batches):
+        ap.error("--precision-batch-sizes: every batch size must be at least 1")
+    precision_batches = precision_batches or [1] + batch_sizes[-1:]
+    if args.build_only:
+        t0 = time.perf_counter()
+        files = files_of(model_overrides(args))
+        return finish({"models": args.models, "sam": args.sam if args.models == "realsize" else None,
+                       "build_s": time.perf_counter() - t0, "files": files}, args.out)
 
     import glob
     import warnings
@@ -393,7 +497,7 @@ def main(argv=None) -> int:
             ap.error(f"no images match {args.image_glob}")
         step = max(1, len(images) // args.images)
         images = images[::step][: args.images]
-    model_ov = model_overrides(args)
+    model_ov = model_overrides(args) + list(args.overrides)
     run_ov = [f"models.device={args.device}", f"models.precision={args.precision}",
               f"models.grounding.kernels={args.kernels}"]
     ov = model_ov + run_ov
@@ -412,11 +516,32 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t0
     result = {"models": args.models, "sam": args.sam if args.models == "realsize" else None,
               "device": args.device, "precision": args.precision, "threads": torch.get_num_threads(),
-              "category": args.category, "model_load_s": load_s, "image_files": images}
+              "category": args.category, "model_load_s": load_s, "image_files": images,
+              "overrides": list(args.overrides)}
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        result["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     if args.saliency_only:
         result["saliency"] = saliency_steps(fast.extractor, images[0], args.repeat)
         return finish(result, args.out)
-    fast.predict(images[0], args.category)  # warm-up (allocator, lazy inits)
+    reference = load_reference_maps(args.reference_maps, images)
+    if reference.get("note"):
+        result["reference_maps_note"] = reference["note"]
+    all_maps: dict[str, list] = {}  # schedule -> maps, for the differences to the baseline at the end
+
+    def measured(label: str, res: dict, maps) -> None:
+        """Record a schedule: its maps' difference to the reference maps, then save what exists."""
+        all_maps[label] = maps
+        ref = reference.get("maps")
+        if ref is not None:
+            if all(maps[i].shape == r.shape for i, r in ref.items()):
+                res["max_abs_map_diff_vs_reference"] = float(max(np.abs(maps[i] - r).max() for i, r in ref.items()))
+            else:
+                res["reference_note"] = "the reference maps have another size (out_size differs)"
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+
+    if not args.no_warmup:
+        fast.predict(images[0], args.category)  # warm-up (allocator, lazy inits)
     pre = {}
     if args.interleave:  # saa, --exact and --baseline image by image, in turn (a shared machine's load
         # then weighs on each alike)
@@ -434,18 +559,34 @@ def main(argv=None) -> int:
 
     base_metrics = metrics_of(images, maps_fast)
     result["saa"]["metrics"] = base_metrics
+    measured("saa", res_fast, maps_fast)
+    for b in batch_sizes:
+        res_b, maps_b = run_batched(fast, images, args.category, f"saa_b{b}", b)
+        res_b["metrics"] = metrics_of(images, maps_b)
+        res_b["speedup_vs_main"] = res_b["images_per_s"] / res_fast["images_per_s"]
+        res_b["max_abs_map_diff_vs_main"] = max_diff(maps_b, maps_fast)
+        result[f"saa_b{b}"] = res_b
+        measured(f"saa_b{b}", res_b, maps_b)
     for prec in [p.strip() for p in args.compare_precision.split(",") if p.strip()]:
-        cfg_p = load_config(args.config, model_overrides(args) + [
+        cfg_p = load_config(args.config, model_ov + [
             f"models.device={args.device}", f"models.precision={prec}", f"models.grounding.kernels={args.kernels}"])
         pipe = SAAPipeline(cfg_p, detector=fast.detector, refiner=fast.refiner, extractor=fast.extractor)
-        res_p, maps_p = run_schedule(pipe, images, args.category, f"saa_{prec}")
-        m = metrics_of(images, maps_p)
-        res_p["metrics"] = m
-        res_p["speedup_vs_main"] = res_p["images_per_s"] / res_fast["images_per_s"]
-        res_p["max_abs_map_diff_vs_main"] = max_diff(maps_p, maps_fast)
-        res_p["metric_diff_vs_main"] = None if m is None or base_metrics is None else \
-            {k: m[k] - base_metrics[k] for k in m}
-        result[f"saa_{prec}"] = res_p
+        for b in precision_batches:
+            label = f"saa_{prec}" if b == 1 else f"saa_{prec}_b{b}"
+            if b == 1:
+                if pipe.device.type == "cuda":
+                    pipe.predict(images[0], args.category)  # warm-up at this precision
+                res_p, maps_p = run_schedule(pipe, images, args.category, label)
+            else:
+                res_p, maps_p = run_batched(pipe, images, args.category, label, b)
+            m = metrics_of(images, maps_p)
+            res_p["metrics"] = m
+            res_p["speedup_vs_main"] = res_p["images_per_s"] / res_fast["images_per_s"]
+            res_p["max_abs_map_diff_vs_main"] = max_diff(maps_p, maps_fast)
+            res_p["metric_diff_vs_main"] = None if m is None or base_metrics is None else \
+                {k: m[k] - base_metrics[k] for k in m}
+            result[label] = res_p
+            measured(label, res_p, maps_p)
 
     if backends:
         result["backend"] = backends[0]
@@ -468,15 +609,22 @@ def main(argv=None) -> int:
 
     maps_exact = None
     if args.exact and args.kernels != "reference":
-        res_exact, maps_exact = pre.get("saa_exact") or run_schedule(exact_pipe(cfg, fast), images, args.category,
-                                                                     "saa_exact")
+        if "saa_exact" not in pre:
+            exact = exact_pipe(cfg, fast)
+            if exact.device.type == "cuda":
+                exact.predict(images[0], args.category)  # warm-up of its own detector
+        res_exact, maps_exact = pre.get("saa_exact") or run_schedule(exact, images, args.category, "saa_exact")
         result["saa_exact"] = res_exact
         result["saa_exact"]["metrics"] = metrics_of(images, maps_exact)
         result["max_abs_map_diff_saa_vs_exact"] = max_diff(maps_fast, maps_exact)
+        measured("saa_exact", res_exact, maps_exact)
 
     if args.baseline:
-        res_base, maps_base = pre.get("baseline") or run_schedule(baseline_pipe(cfg, fast), images, args.category,
-                                                                  "baseline")
+        if "baseline" not in pre:
+            base = baseline_pipe(cfg, fast)
+            if base.device.type == "cuda":
+                base.predict(images[0], args.category)  # warm-up of its own detector
+        res_base, maps_base = pre.get("baseline") or run_schedule(base, images, args.category, "baseline")
         result["baseline"] = res_base
         result["speedup"] = res_fast["images_per_s"] / res_base["images_per_s"]
         result["baseline"]["metrics"] = metrics_of(images, maps_base)
@@ -484,11 +632,39 @@ def main(argv=None) -> int:
         if maps_exact is not None:
             result["speedup_exact"] = result["saa_exact"]["images_per_s"] / res_base["images_per_s"]
             result["max_abs_map_diff_exact"] = max_diff(maps_exact, maps_base)
+        for label, maps in all_maps.items():  # every schedule against the straightforward one
+            result[label]["max_abs_map_diff_vs_baseline"] = max_diff(maps, maps_base)
+        measured("baseline", res_base, maps_base)
 
-    if args.baseline or args.saliency_only:
+    if (args.baseline and not args.no_saliency_steps) or args.saliency_only:
         result["saliency"] = saliency_steps(fast.extractor, images[0], args.repeat)
 
     return finish(result, args.out)
+
+
+def load_reference_maps(path, images) -> dict:
+    """{"maps": {image position: map}} of those of ``images`` an ``.npz`` keyed by :func:`image_key`
+    has, and {"note": ...} when it lacks some or all of them (or the file)."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        return {"note": f"{p}: no such file (the reference program did not run or did not finish)"}
+    with np.load(p) as z:
+        got = {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
+    maps, missing = {}, []
+    for i, img in enumerate(images):
+        m = got.get(image_key(img))
+        if m is None:
+            missing.append(image_key(img))
+        else:
+            maps[i] = m
+    if not maps:
+        return {"note": f"{p}: no map of any of the images"}
+    out = {"maps": maps}
+    if missing:
+        out["note"] = f"{p}: no map of {', '.join(missing)} (differences over the other images)"
+    return out
 
 
 def stage_table(result: dict) -> str:

@@ -5,9 +5,11 @@ the package, and the tests mirror the package: the tests of ``saa/X/Y.py`` are `
 the few that test no one module are listed in LAYOUT_EXCEPTIONS with the reason."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -21,12 +23,33 @@ def test_import_contracts_are_kept():
 
 
 def test_module_table_matches_the_package():
+    """Every module has its line in docs/architecture.md, except inside a method's folder
+    (saa/methods/<name>/), which describes its own modules in its __init__.py docstring, so that a
+    new method touches only its folder and its one registration line."""
     text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(saa/[\w/]+\.py)`", section))
     modules = {str(p.relative_to(REPO)) for p in (REPO / "saa").rglob("*.py") if p.name != "__init__.py"}
-    assert modules - named == set(), f"modules the docs/architecture.md table leaves out: {sorted(modules - named)}"
+    in_method_folders = {m for m in modules if re.match(r"saa/methods/[^/]+/", m)}
+    left_out = modules - named - in_method_folders
+    assert left_out == set(), f"modules the docs/architecture.md table leaves out: {sorted(left_out)}"
     assert named - modules == set(), f"docs/architecture.md names modules that do not exist: {sorted(named - modules)}"
+    for folder in sorted({Path(m).parent for m in in_method_folders}):
+        doc = ast.get_docstring(ast.parse((REPO / folder / "__init__.py").read_text(encoding="utf-8"))) or ""
+        for module in sorted((REPO / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert f".{module.stem}" in doc, f"{folder}/__init__.py's docstring does not describe {module.name}"
+
+
+def test_a_new_method_touches_its_folder_and_one_registration_line():
+    """Each built-in method is a folder of saa/methods/ registered by one line of the registry."""
+    from saa.methods.registry import BUILT_IN
+
+    folders = {p.name for p in (REPO / "saa" / "methods").iterdir() if (p / "__init__.py").is_file()}
+    assert {m.rsplit(".", 1)[1] for m in BUILT_IN.values()} == folders
+    registry = (REPO / "saa" / "methods" / "registry.py").read_text(encoding="utf-8")
+    for name, module in BUILT_IN.items():
+        assert sum(f'"{module}"' in line for line in registry.splitlines()) == 1, module
 
 
 #: (folder under tests/, file stem after "test_") -> why those tests live there without a module of
@@ -40,6 +63,9 @@ LAYOUT_EXCEPTIONS = {
     ("methods", "contract"): "one contract over every registered method (each folder of saa/methods/)",
     ("methods/saa_plus", "improved_preset"): "the improved preset end to end: settings, bank, pipeline, run, torchrun",
     ("models", "backends"): "both transformers backends (hf_grounding.py, hf_sam.py) against the reference packages",
+    ("scripts", "device_gpu_bench"): "scripts/device_gpu_bench.sh (a shell script), run in its CPU dry run",
+    ("", "cuda"): "the CUDA paths end to end (predict, run, lite, precisions, batches, metrics sort, torchrun); "
+                  "skipped without a GPU",
 }
 
 

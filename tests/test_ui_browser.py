@@ -19,7 +19,9 @@ import pytest
 
 from saa.testing import tiny_config_overrides
 
-from tests.conftest import BOTTLE, REPO
+import plugin_method  # tests/support: the plug-in written in one file
+
+from tests.conftest import BOTTLE, REPO, SUPPORT
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 #: SAA_WRITE_SCREENSHOTS=1: refresh assets/ui_screenshot.png from a plain UI (no test plug-in, the
@@ -49,46 +51,6 @@ def _browser_paths() -> tuple[str | None, str | None]:
     return chrome, shutil.which("chromedriver")
 
 
-PLUGIN = '''
-import numpy as np
-import cv2
-from saa.methods import Method
-from saa.prediction import Prediction
-
-
-class ToyPlugin(Method):
-    """A plug-in installed as a package: its entry point registers it."""
-
-    name = "toy_plugin"
-    panels = ("image", "anomaly_map")
-
-    @property
-    def label(self):
-        return "toy plug-in (grey level distance)"
-
-    def fingerprint(self, category, references=None):
-        return "toy-plugin-1"
-
-    def predict(self, rgb, category, *, bank=None, index=None):
-        grey = rgb.mean(axis=2).astype(np.float32) / 255.0
-        full = np.abs(grey - np.median(grey)).astype(np.float32)
-        size = int(self.config.out_size)
-        return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
-                          method=self.name, method_label=self.label, has_regions=False)
-'''
-
-
-def _install_plugin(site: Path) -> None:
-    """A package on the path with an entry point in the group saa.methods, as `pip install` of a
-    plug-in would leave it."""
-    site.mkdir(parents=True, exist_ok=True)
-    (site / "saa_toy_plugin.py").write_text(PLUGIN)
-    info = site / "saa_toy_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: saa-toy-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[saa.methods]\ntoy_plugin = saa_toy_plugin:ToyPlugin\n")
-
-
 @pytest.fixture(scope="module")
 def ui(tiny_models, tmp_path_factory):
     """`saa ui` with the tiny models, a plug-in installed beside saa and a 1 MB upload limit, and a
@@ -110,9 +72,10 @@ def ui(tiny_models, tmp_path_factory):
     cmd = [sys.executable, "-m", "saa.cli", "ui", "--config", str(REPO / "configs" / "mvtec.yaml"),
            "--port", str(port)] + [a for s in sets for a in ("--set", s)]
     if not SCREENSHOT_MODE:  # the screenshot for the README shows the UI as a user gets it
-        _install_plugin(tmp_path / "site")
+        plugin_method.install_entry_point(tmp_path / "site")  # as `pip install` of the plug-in leaves it
         cmd += ["--max-upload-mb", "1"]
-    path = os.pathsep.join([str(tmp_path / "site"), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    path = os.pathsep.join([str(tmp_path / "site"), str(SUPPORT), str(REPO)]
+                           + [p for p in [os.environ.get("PYTHONPATH")] if p])
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=path, SAA_SETTINGS=str(tmp_path / "no_user_settings.json"))
     env.pop("SAA_WEIGHTS_DIR", None)
@@ -247,12 +210,12 @@ def test_ui_lists_every_registered_method_and_runs_a_plugin(ui):
         pytest.skip("SAA_WRITE_SCREENSHOTS=1: no test plug-in installed")
     upload = _open(driver, url)
     offered = [el.get_attribute("value") for el in driver.find_elements(By.CSS_SELECTOR, "#method input[type=radio]")]
-    assert offered[0] == "auto" and {"saa", "lite", "toy_plugin"} <= set(offered), offered
+    assert offered[0] == "auto" and {"saa", "lite", plugin_method.NAME} <= set(offered), offered
     upload.send_keys(str(_small_bottle(tmp_path / "bottle_plugin.png", 96)))
     WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-preview img"))
     driver.execute_script("arguments[0].click()",
-                          driver.find_element(By.CSS_SELECTOR, "#method input[value='toy_plugin']"))
+                          driver.find_element(By.CSS_SELECTOR, f"#method input[value='{plugin_method.NAME}']"))
     driver.find_element(By.CSS_SELECTOR, "#run").click()
-    message = _message(driver, "toy plug-in", 120)
-    assert "TOY_PLUGIN METHOD" in message and "score" in message, message
+    message = _message(driver, "toy blur difference", 120)
+    assert f"{plugin_method.NAME.upper()} METHOD" in message and "score" in message, message
     assert WebDriverWait(driver, 60).until(_result_loaded)

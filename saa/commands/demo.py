@@ -46,20 +46,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..config import load_config
+def _groups(args, cfg) -> tuple[dict[str, list[str]], list[str]]:
+    """The images of the call by category (named ``<category>_...`` or ``--category``), and notes
+    on the inputs."""
     from ..errors import SaaError
-    from ..image_io import atomic_write_text
-    from ..report import esc, html_page, img_tag, versions_html
-    from ..run import make_method
-    from ..run.few import FewInput, FewOptions, OutputNames, display_name, expand_images, run_few
-    from ..samples import method_note, require_model_files
-    from ..verdict import load_decision
+    from ..run.few import display_name, expand_images
 
-    cfg_path = Path(args.config) if args.config else default_config_path()
-    cfg = load_config(cfg_path, overrides_of(args, with_method=False))
-    missing = missing_model_files(cfg)
-    method = choose_method(args.method, missing)
     notes = []
     if args.images:
         found = expand_images(args.images)
@@ -77,6 +69,94 @@ def run(args) -> int:
                            f"or pass --category (categories: {', '.join(cfg.categories)})")
         cfg.category(cat)
         groups.setdefault(cat, []).append(p)
+    return groups, notes
+
+
+def _decisions(args, cfg, meth, groups, notes: list[str]) -> dict:
+    """The thresholds of each category from ``--thresholds-from`` (checked before any model loads).
+    A category the run lacks, a weak decision, or too few images for a method that compares the
+    images given: no verdict, said in a note."""
+    from ..errors import SaaError
+    from ..verdict import load_decision
+
+    decisions = {}
+    if not args.thresholds_from:
+        return decisions
+    for cat in groups:
+        d = load_decision(args.thresholds_from, cat, missing_ok=True)
+        if d is None:
+            notes.append(f"{cat}: no verdict (the run in {args.thresholds_from} has no category {cat})")
+            print(notes[-1])
+            continue
+        d = dataclasses.replace(d, accept_weak=True)  # a weak or batch-bound decision: a note, below
+        d.check_method(meth.name, meth.fingerprint(cat, None), int(cfg.out_size))
+        why = "; ".join(d.weak_reasons)
+        if not why and meth.needs_references:
+            try:
+                d.check_batch(meth.name, len(groups[cat]), meth.bank_settings().get("max_others"))
+            except SaaError as e:
+                why = str(e).split(": ", 1)[1]
+        if why:
+            notes.append(f"{cat}: no verdict: {why}")
+            print(notes[-1])
+            continue
+        decisions[cat] = d
+    if decisions and meth.needs_references:
+        notes.append(f"method {meth.name} scores each image against the other images of its category given "
+                     "here; the run's thresholds were set on the run's image set, so these verdicts hold only "
+                     "for a set like it (see docs/verdicts.md, Limits)")
+        print("note: " + notes[-1])
+    return decisions
+
+
+def _category(meth, cat: str, paths, out: Path, decision, options, names, failed: list) -> list[str]:
+    """One category through the few-images flow: its console lines and its report section."""
+    from ..report import esc, img_tag
+    from ..run.few import FewInput, display_name, run_few
+
+    summaries = {}
+
+    def said(res) -> None:
+        summary = res.prediction.summary() + (" (green kept, grey/red dropped)" if res.prediction.has_regions
+                                              else "")
+        if res.verdict:
+            summary = (f"{res.verdict} ({res.scale} score {res.score:.4f}, threshold {res.image_threshold:.4g}); "
+                       + summary)
+        summaries[res.input.stem] = summary
+        print(f"{res.input.name} [{cat}]: {summary} -> {display_name(out / (res.input.stem + '_panels.png'))}")
+
+    inputs = [FewInput(p, names.stem_for(p), name=display_name(p)) for p in paths]
+    outcome = run_few(meth, cat, inputs, out=out, decision=decision, options=options, on_result=said)
+    failed += [inp.name for inp, _ in outcome.failed]
+    scale = outcome.scale
+    if scale is None:
+        return []
+    # one colour scale per category: the run's normalised one, or the joint range of its raw maps
+    section = [f"<h2>{esc(cat)}</h2><p class=\"small\">{len(outcome.results)} image(s) on one colour scale "
+               f"({esc(scale.label)} {scale.vmin:.4g} to {scale.vmax:.4g})"
+               + (f"; thresholds from <code>{esc(decision.source)}</code>" if decision else
+                  "; no threshold given (--thresholds-from RUN_DIR), so no verdict") + "</p>"]
+    for res in outcome.results:
+        panels = res.files["panels"].read_bytes()
+        name = Path(res.input.name).name
+        section.append(f"<h3>{esc(name)} — {esc(cat)}</h3><p class=\"small\">{esc(summaries[res.input.stem])}</p>"
+                       + img_tag(panels, alt=f"panels of {name}"))
+    return section
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..image_io import atomic_write_text
+    from ..report import esc, html_page, versions_html
+    from ..run import make_method
+    from ..run.few import FewOptions, OutputNames, display_name
+    from ..samples import method_note, require_model_files
+
+    cfg_path = Path(args.config) if args.config else default_config_path()
+    cfg = load_config(cfg_path, overrides_of(args, with_method=False))
+    missing = missing_model_files(cfg)
+    method = choose_method(args.method, missing)
+    groups, notes = _groups(args, cfg)
     out = Path(args.out)
     meth = make_method(cfg.model_copy(update={"method": method}))
     require_model_files(meth)  # a plug-in's missing files, all named at once
@@ -87,68 +167,14 @@ def run(args) -> int:
         print(n)
     if not note:
         print(f"{meth.label}, config {cfg_path}")
-
-    decisions = {}
-    if args.thresholds_from:  # checked before any model loads
-        for cat in groups:
-            d = load_decision(args.thresholds_from, cat, missing_ok=True)
-            if d is None:
-                notes.append(f"{cat}: no verdict (the run in {args.thresholds_from} has no category {cat})")
-                print(notes[-1])
-                continue
-            d = dataclasses.replace(d, accept_weak=True)  # a weak or batch-bound decision: a note, below
-            d.check_method(meth.name, meth.fingerprint(cat, None), int(cfg.out_size))
-            why = "; ".join(d.weak_reasons)
-            if not why and meth.needs_references:
-                try:
-                    d.check_batch(meth.name, len(groups[cat]), meth.bank_settings().get("max_others"))
-                except SaaError as e:
-                    why = str(e).split(": ", 1)[1]
-            if why:
-                notes.append(f"{cat}: no verdict: {why}")
-                print(notes[-1])
-                continue
-            decisions[cat] = d
-        if decisions and meth.needs_references:
-            notes.append(f"method {meth.name} scores each image against the other images of its category given "
-                         "here; the run's thresholds were set on the run's image set, so these verdicts hold only "
-                         "for a set like it (see docs/verdicts.md, Limits)")
-            print("note: " + notes[-1])
+    decisions = _decisions(args, cfg, meth, groups, notes)
     meth.load()
     options = FewOptions(panels=tuple(k for k in ("image", "anomaly_map", "saliency", "boxes") if k in meth.panels),
                          map_file="full", saliency_file=False)
-    names = OutputNames()
-    sections, failed = [], []
+    names, sections, failed = OutputNames(), [], []
     for cat, paths in groups.items():
-        decision = decisions.get(cat)
-        summaries = {}
-
-        def said(res, cat=cat) -> None:
-            summary = res.prediction.summary() + (" (green kept, grey/red dropped)" if res.prediction.has_regions
-                                                  else "")
-            if res.verdict:
-                summary = (f"{res.verdict} ({res.scale} score {res.score:.4f}, threshold {res.image_threshold:.4g}); "
-                           + summary)
-            summaries[res.input.stem] = summary
-            print(f"{res.input.name} [{cat}]: {summary} -> {display_name(out / (res.input.stem + '_panels.png'))}")
-
-        inputs = [FewInput(p, names.stem_for(p), name=display_name(p)) for p in paths]
-        outcome = run_few(meth, cat, inputs, out=out, decision=decision, options=options, on_result=said)
-        failed += [inp.name for inp, _ in outcome.failed]
-        scale = outcome.scale
-        if scale is None:
-            continue
-        # one colour scale per category: the run's normalised one, or the joint range of its raw maps
-        sections.append(f"<h2>{esc(cat)}</h2><p class=\"small\">{len(outcome.results)} image(s) on one colour scale "
-                        f"({esc(scale.label)} {scale.vmin:.4g} to {scale.vmax:.4g})"
-                        + (f"; thresholds from <code>{esc(decision.source)}</code>" if decision else
-                           "; no threshold given (--thresholds-from RUN_DIR), so no verdict") + "</p>")
-        for res in outcome.results:
-            panels = res.files["panels"].read_bytes()
-            name = Path(res.input.name).name
-            sections.append(f"<h3>{esc(name)} — {esc(cat)}</h3><p class=\"small\">{esc(summaries[res.input.stem])}</p>"
-                            + img_tag(panels, alt=f"panels of {name}"))
-    folder = Path(images[0]).parent
+        sections += _category(meth, cat, paths, out, decisions.get(cat), options, names, failed)
+    folder = Path(next(iter(groups.values()))[0]).parent
     body = [f"<p>Method: <b>{esc(meth.label)}</b>; config "
             f"<code>{esc(cfg_path)}</code>; images from <code>{esc(display_name(folder))}</code> "
             "(licences in its SOURCES.md).</p>"]

@@ -60,7 +60,17 @@ def device_line() -> str:
         return "Apple MPS available (use --device mps); no CUDA GPU"
     cuda_build = torch.version.cuda
     return ("CPU only: no CUDA GPU visible" + (f" (this torch is built for CUDA {cuda_build})" if cuda_build else "")
-            + "; the full method takes about 25 s an image on 2 cores, the lite method about 0.1 s")
+            + "; " + speed_line())
+
+
+def speed_line() -> str:
+    """The measured CPU figures (saa/measurements.json, written by the scripts that measured them)."""
+    from ..measured import figure, time_phrase
+
+    full, lite = figure("saa_vit_b_cpu"), figure("lite_bottle")
+    when = sorted({m["date"] for m in (full, lite) if m})
+    return (f"measured on a CPU: the full method {time_phrase('saa_vit_b_cpu')} with SAM ViT-B, the lite method "
+            f"{time_phrase('lite_bottle')}" + (f" ({', '.join(when)}; saa/measurements.json)" if when else ""))
 
 
 def run(args) -> int:

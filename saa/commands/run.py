@@ -38,6 +38,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="output folder (default: results/<config file stem>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set out_size=256 (repeatable)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None, metavar="B",
+                   help="images per batch of the image-level models (detector backbone, SAM encoder, saliency CNN; "
+                        "lite's CNN); helps on a GPU, same maps (shortcut for --set models.batch_size=B)")
     add_preset_arg(p)
     add_method_arg(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
@@ -103,7 +106,8 @@ def run(args) -> int:
     from ..run import evaluate_run
 
     refs = references_of(args)
-    cfg = load_config(args.config, list(args.overrides) + preset_override(args) + method_override(args))
+    batch = [] if getattr(args, "batch_size", None) is None else [f"models.batch_size={args.batch_size}"]
+    cfg = load_config(args.config, list(args.overrides) + batch + preset_override(args) + method_override(args))
     out = Path(args.out) if args.out else default_out_dir(args.config, refs)
     result = evaluate_run(cfg, out, categories=args.categories, data_root=args.data_root, device=args.device,
                           resume=args.resume, progress=args.progress, save_masks=getattr(args, "save_masks", False),

@@ -89,9 +89,11 @@ class ModelsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: Annotated[str, AfterValidator(_check_device)] = "cpu"
-    #: Numeric precision on CUDA: fp32 (exact, default), tf32 (TF32 matmuls), bf16 / fp16 (autocast).
-    #: Ignored on the CPU, which always computes in fp32.
+    #: Numeric precision: fp32 (exact, default), tf32 (TF32 matmuls on CUDA; fp32 elsewhere),
+    #: bf16 / fp16 (autocast on the device, the CPU included; fp16 is slow on most CPUs).
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
+    #: Images per batch of the image-level models in ``saa run`` (``--batch-size``); maps unchanged.
+    batch_size: PositiveInt = 1
     #: The folder relative model paths are joined to (and only that folder). Relative to the
     #: config file's folder when written in a file, to the current directory when given with
     #: ``--set`` or in code. Unset (the default): ``$SAA_WEIGHTS_DIR`` when set, else each file is

@@ -14,7 +14,10 @@ A method turns one image of a category into a :class:`saa.prediction.Prediction`
 * :attr:`Method.Settings`: its typed settings (a pydantic model), read from the config's
   ``method_options.<name>`` section, changeable with ``--set method_options.<name>.<key>=...``,
   recorded in a run's ``config.yaml`` and covered by the default :meth:`Method.fingerprint`;
-* :meth:`Method.model_files`: the model files it loads (``saa doctor``, the missing-files message).
+* :meth:`Method.model_files`: the model files it loads (``saa doctor``, the missing-files message);
+* :meth:`Method.predict_batch` / :meth:`Method.reference_features_batch`: several images at once
+  (``saa run --batch-size B``); by default one at a time, overridden by methods whose models take
+  batches.
 
 Register a plug-in with :func:`saa.methods.register_method`; ``saa run --method NAME`` and
 ``saa predict --method NAME`` find it by name.
@@ -163,6 +166,20 @@ class Method(ABC):
     def predict(self, rgb: np.ndarray, category: str, *, bank=None, index: Optional[int] = None) -> Prediction:
         """One image -> :class:`Prediction`. ``bank`` / ``index``: the category's reference bank
         and this image's place in it (None: the image is not in the bank)."""
+
+    # -- several images at once (the runner's ``--batch-size``) --------------------------------
+    def predict_batch(self, images: Sequence[np.ndarray], category: str, *, bank=None,
+                      indices: Optional[Sequence[Optional[int]]] = None) -> list[Prediction]:
+        """:meth:`predict` of several images of one category (``indices``: each one's ``index``).
+        The default predicts one image at a time; a method whose models can take a batch
+        overrides it, with predictions equal to those of :meth:`predict`."""
+        indices = [None] * len(images) if indices is None else list(indices)
+        return [self.predict(im, category, bank=bank, index=i) for im, i in zip(images, indices)]
+
+    def reference_features_batch(self, images: Sequence[np.ndarray]) -> list:
+        """:meth:`reference_features` of several images (default: one at a time; a method may
+        run its models once on the batch, with the same features)."""
+        return [self.reference_features(im) for im in images]
 
     # -- reference banks (the same for every method) ------------------------------------------
     def bank_from_features(self, features: Sequence, keys: Optional[Sequence[str]] = None):

@@ -7,7 +7,7 @@ file). ``package:efficientnet_lite0`` names the file that package installs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,15 @@ def match_state_dict(source: dict, target: dict, what: str) -> dict:
     missing = [k for k in target if k not in source]
     raise CheckpointError(f"{what} does not fit the model: {len(missing)} of {len(target)} tensors "
                           f"missing or of another shape (e.g. {missing[:3]})")
+
+
+def same_shape_groups(shapes: Sequence[tuple]) -> list[list[int]]:
+    """Indices of equal ``shapes`` grouped together (in order of first occurrence): the images a
+    model can take as one batch without padding."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(tuple(s), []).append(i)
+    return list(groups.values())
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
@@ -125,3 +134,25 @@ class FeatureExtractor:
     @torch.no_grad()
     def __call__(self, image: np.ndarray, size: int) -> torch.Tensor:
         return self._stack(self.preprocess(image, size))
+
+    @torch.no_grad()
+    def batch(self, images: Sequence[np.ndarray], size: int) -> list[torch.Tensor]:
+        """``[self(image, size) for image in images]`` with the CNN run once on all of them (each
+        image resized and padded to ``size`` x ``size`` as on its own): features (1, C, h, w) each."""
+        if not len(images):
+            return []
+        feats = self._stack(torch.cat([self.preprocess(im, size) for im in images]))
+        return [feats[k:k + 1] for k in range(len(images))]
+
+    @torch.no_grad()
+    def features_of_batch(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """``[self.features_of(image) for image in images]``, the images of one size as one batch
+        (other sizes in their own batches: nothing is padded)."""
+        out: list = [None] * len(images)
+        for idx in same_shape_groups([np.shape(im) for im in images]):
+            x = torch.stack([torch.as_tensor(np.ascontiguousarray(images[j]), device=self.device).permute(2, 0, 1)
+                             for j in idx]).float()
+            feats = self._stack((x - self.pixel_mean) / self.pixel_std)
+            for k, j in enumerate(idx):
+                out[j] = feats[k:k + 1]
+        return out

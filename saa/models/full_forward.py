@@ -25,3 +25,11 @@ class FullForwardDetector(GroundingDetector):
     def set_image(self, rgb: np.ndarray) -> torch.Tensor:
         self._image = self.preprocess(rgb).to(self.device)  # the backbone runs inside every detect()
         return self._image
+
+    @torch.no_grad()
+    def set_images(self, images) -> None:
+        self._slots = [self.preprocess(rgb).to(self.device) for rgb in images]
+        self.use_image(0)
+
+    def use_image(self, j: int) -> None:
+        self._image = self._slots[j]

@@ -20,7 +20,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from ..errors import CheckpointError
 from .checkpoints import (check_ints, check_text_encoder, check_tokenizer, load_state_dict, read_small_bytes,
                           require_file)
 from .dino_kernels import fast_kernels
+from .features import same_shape_groups
 
 log = logging.getLogger(__name__)
 
@@ -343,11 +344,39 @@ class GroundingDetector(TokenCache):
     def set_image(self, rgb: np.ndarray) -> torch.Tensor:
         """Run the image backbone and the input projections once; following :meth:`detect` calls
         reuse them (the same tensors Grounding DINO's forward would compute for every caption)."""
+        x = self.preprocess(rgb).to(self.device)
+        self._slots = None
+        self._srcs, self._masks, self._poss = self._image_features([x])
+        self._image = x
+        return x
+
+    @torch.no_grad()
+    def set_images(self, images: Sequence[np.ndarray]) -> None:
+        """:meth:`set_image` for several images at once: the backbone runs on the images of one
+        input size as one batch (images of other sizes in their own batches: nothing is padded, so
+        each image's features are those of :meth:`set_image`); :meth:`use_image` then selects the
+        image the following :meth:`detect` calls see (the first one is selected)."""
+        xs = [self.preprocess(rgb).to(self.device) for rgb in images]
+        slots: list = [None] * len(xs)
+        for idx in same_shape_groups([tuple(x.shape) for x in xs]):
+            srcs, masks, poss = self._image_features([xs[j] for j in idx])
+            for k, j in enumerate(idx):
+                slots[j] = ([s[k:k + 1] for s in srcs], [m[k:k + 1] for m in masks], [p[k:k + 1] for p in poss], xs[j])
+        self._slots = slots
+        self.use_image(0)
+
+    def use_image(self, j: int) -> None:
+        """Select image ``j`` of the last :meth:`set_images` for :meth:`detect`."""
+        if not getattr(self, "_slots", None):
+            raise RuntimeError("GroundingDetector.use_image called before set_images")
+        self._srcs, self._masks, self._poss, self._image = self._slots[j]
+
+    def _image_features(self, xs: list[torch.Tensor]):
+        """(srcs, masks, poss) of Grounding DINO's forward for a batch of same-size inputs."""
         from groundingdino.util.misc import NestedTensor, nested_tensor_from_tensor_list
 
         m = self.model
-        x = self.preprocess(rgb).to(self.device)
-        samples = nested_tensor_from_tensor_list(x[None])
+        samples = nested_tensor_from_tensor_list(xs)
         features, poss = m.backbone(samples)
         poss = list(poss)
         srcs, masks = [], []
@@ -361,12 +390,11 @@ class GroundingDetector(TokenCache):
             poss.append(m.backbone[1](NestedTensor(src, mask)).to(src.dtype))
             srcs.append(src)
             masks.append(mask)
-        self._srcs, self._masks, self._poss = srcs, masks, poss
-        self._image = x
-        return x
+        return srcs, masks, poss
 
     def reset_image(self) -> None:
         self._srcs = self._masks = self._poss = self._image = None
+        self._slots = None
 
 
     @torch.no_grad()

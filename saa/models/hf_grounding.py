@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -491,16 +491,44 @@ class HFGroundingDetector(TokenCache):
     @torch.no_grad()
     def set_image(self, rgb: np.ndarray) -> torch.Tensor:
         x = self.preprocess(rgb).to(self.device)[None]
-        mask = torch.ones((1, *x.shape[-2:]), dtype=torch.long, device=self.device)
-        self._backbone.cached = None
-        feats, pos = self._backbone.inner(x, mask)
-        self._backbone.cached = (feats, pos)
+        self._slots = None
+        self._backbone.cached = self._image_features(x)
         self._image = x
         return x[0]
+
+    @torch.no_grad()
+    def set_images(self, images: Sequence[np.ndarray]) -> None:
+        """:meth:`set_image` for several images at once: Swin runs on the images of one input size
+        as one batch (other sizes in their own batches, nothing padded); :meth:`use_image` selects
+        the image the following :meth:`detect_many` calls see (the first one is selected)."""
+        from .features import same_shape_groups
+
+        xs = [self.preprocess(rgb).to(self.device)[None] for rgb in images]
+        slots: list = [None] * len(xs)
+        for idx in same_shape_groups([tuple(x.shape) for x in xs]):
+            feats, pos = self._image_features(torch.cat([xs[j] for j in idx]))
+            for k, j in enumerate(idx):
+                slots[j] = (([(f[k:k + 1], m[k:k + 1]) for f, m in feats], [p[k:k + 1] for p in pos]), xs[j])
+        self._slots = slots
+        self.use_image(0)
+
+    def use_image(self, j: int) -> None:
+        """Select image ``j`` of the last :meth:`set_images`."""
+        if not getattr(self, "_slots", None):
+            raise RuntimeError("HFGroundingDetector.use_image called before set_images")
+        self._backbone.cached, self._image = self._slots[j]
+
+    def _image_features(self, x: torch.Tensor):
+        """Swin's (features, masks) and position embeddings of a batch of same-size inputs."""
+        mask = torch.ones((x.shape[0], *x.shape[-2:]), dtype=torch.long, device=self.device)
+        self._backbone.cached = None
+        feats, pos = self._backbone.inner(x, mask)
+        return list(feats), list(pos)
 
     def reset_image(self) -> None:
         self._backbone.cached = None
         self._image = None
+        self._slots = None
 
 
     @torch.no_grad()

@@ -171,6 +171,14 @@ def load_hf_sam(checkpoint: str | Path, variant: str = "sam", device: torch.devi
 
 
 # ================================================================ refiner
+def _take(emb, k: int):
+    """Image ``k`` of a batch of embeddings: a tensor, or a list / tuple of them (SAM-HQ's
+    intermediate embeddings, SAM 2's feature levels), each cut to ``k:k+1`` along dimension 0."""
+    if isinstance(emb, torch.Tensor):
+        return emb[k:k + 1]
+    return type(emb)(_take(e, k) for e in emb)
+
+
 class HFBoxRefiner(MaskUpscaling):
     """transformers SAM / SAM-HQ / SAM 2 predictor: one image embedding per image, a batch of
     boxes per call (the interface of :class:`saa.models.sam.BoxRefiner`)."""
@@ -221,9 +229,26 @@ class HFBoxRefiner(MaskUpscaling):
         self._size = tuple(image.shape[:2])
         self._input_size = self._resized(*self._size)
 
+    @torch.no_grad()
+    def set_images(self, images) -> None:
+        """:meth:`set_image` for several images at once (each preprocessed as on its own, the
+        encoder run on all of them as one batch); :meth:`use_image` selects one."""
+        x = torch.cat([self.preprocess(image) for image in images]).to(self.device)
+        emb = self.model.get_image_embeddings(x)
+        self._slots = [(_take(emb, k), tuple(image.shape[:2])) for k, image in enumerate(images)]
+        self.use_image(0)
+
+    def use_image(self, j: int) -> None:
+        """Select image ``j`` of the last :meth:`set_images`."""
+        if not getattr(self, "_slots", None):
+            raise RuntimeError("HFBoxRefiner.use_image called before set_images")
+        self._emb, self._size = self._slots[j]
+        self._input_size = self._resized(*self._size)
+
     def reset_image(self) -> None:
         self._emb = None
         self._size = self._input_size = None
+        self._slots = None
 
     # ------------------------------------------------------------ boxes
     def transform_boxes(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:

@@ -210,9 +210,35 @@ class BoxRefiner(MaskUpscaling):
         self.predictor.set_image(image, image_format="RGB")
         self._size = image.shape[:2]
 
+    @torch.no_grad()
+    def set_images(self, images) -> None:
+        """:meth:`set_image` for several images at once: each is resized and padded to the encoder's
+        square input exactly as on its own, and the encoder runs on all of them as one batch (any
+        mix of image sizes); :meth:`use_image` selects the image the decoder calls see (the first
+        one is selected)."""
+        pred = self.predictor
+        inputs, sizes = [], []
+        for image in images:
+            x = torch.as_tensor(pred.transform.apply_image(image), device=self.device).permute(2, 0, 1).contiguous()[None]
+            sizes.append((tuple(x.shape[-2:]), tuple(image.shape[:2])))
+            inputs.append(self.model.preprocess(x))
+        feats = self.model.image_encoder(torch.cat(inputs))
+        self._slots = [(feats[k:k + 1], inp, orig) for k, (inp, orig) in enumerate(sizes)]
+        self.use_image(0)
+
+    def use_image(self, j: int) -> None:
+        """Select image ``j`` of the last :meth:`set_images`."""
+        if not getattr(self, "_slots", None):
+            raise RuntimeError("BoxRefiner.use_image called before set_images")
+        pred = self.predictor
+        pred.features, pred.input_size, pred.original_size = self._slots[j]
+        pred.is_image_set = True
+        self._size = pred.original_size
+
     def reset_image(self) -> None:
         self.predictor.reset_image()
         self._size = None
+        self._slots = None
 
     @torch.no_grad()
     def low_res_logits(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:

@@ -41,21 +41,23 @@ def test_saliency_only_outputs_match(tmp_path, capsys):
 
 
 def test_compare_precision_reports_diffs_and_metrics(tmp_path):
-    """--compare-precision reruns the saa schedule at another precision with the same models and
-    reports the map and metric differences. On the CPU autocast is off (SAAPipeline._precision), so
-    bf16 must give the same maps and metrics; on CUDA the same code reports the real differences."""
+    """--compare-precision reruns the saa schedule at other precisions with the same models and
+    reports the map and metric differences. On the CPU tf32 is plain fp32 (the same maps and
+    metrics) and bf16 is autocast (SAAPipeline._precision), so its maps differ; on CUDA the same
+    code reports the real differences."""
     if not list(REALDATA.glob("mvtec_ad__*/bottle/test/*/*.png")):
         pytest.skip("real bottle images missing")
     bench = _load_script()
     out = tmp_path / "bench.json"
-    rc = bench.main(["--models", "tiny", "--images", "2", "--compare-precision", "bf16",
-                     "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    rc = bench.main(["--models", "tiny", "--images", "2", "--compare-precision", "tf32,bf16", "--no-warmup",
+                     "--set", "general_prompts=[]", "--cache", str(tmp_path / "cache"), "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert len(res["image_files"]) == 2
-    main_m, bf16 = res["saa"]["metrics"], res["saa_bf16"]
+    assert len(res["image_files"]) == 2 and res["overrides"] == ["general_prompts=[]"]
+    main_m, tf32, bf16 = res["saa"]["metrics"], res["saa_tf32"], res["saa_bf16"]
     assert main_m is not None and 0.0 <= main_m["pixel_auroc"] <= 100.0
-    assert bf16["max_abs_map_diff_vs_main"] == 0.0
-    assert bf16["metrics"]["pixel_auroc"] == main_m["pixel_auroc"]
-    assert all(v == 0.0 for k, v in bf16["metric_diff_vs_main"].items() if k != "image_auroc")
+    assert tf32["max_abs_map_diff_vs_main"] == 0.0
+    assert tf32["metrics"]["pixel_auroc"] == main_m["pixel_auroc"]
+    assert all(v == 0.0 for k, v in tf32["metric_diff_vs_main"].items() if k != "image_auroc")
+    assert bf16["max_abs_map_diff_vs_main"] > 0.0 and set(bf16["metric_diff_vs_main"]) == set(main_m)
     assert bf16["images_per_s"] > 0 and bf16["speedup_vs_main"] > 0

@@ -34,9 +34,9 @@ __all__ = ["LitePipeline"]
 
 
 class LitePipeline:
-    """Lite's two passes on one image at a time: :meth:`reference_features` (pass 1: what other
-    images are compared with) and :meth:`map_of` (pass 2: the map from the image's cross-image
-    scores, or the single-image saliency when there are none).
+    """Lite's two passes: :meth:`reference_features` (pass 1: what other images are compared with;
+    :meth:`reference_features_batch` for several at once) and :meth:`map_of` (pass 2: the map from
+    the image's cross-image scores, or the single-image saliency when there are none).
 
     ``settings``: a :class:`LiteSettings` (default: its defaults), or its fields as keyword
     arguments (validated: a bad value raises pydantic's ``ValidationError``, a ``ValueError``).
@@ -78,9 +78,28 @@ class LitePipeline:
         small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return self.extractor.features_of(small)[0]
 
+    def features_batch(self, images) -> list[torch.Tensor]:
+        """:meth:`features` of several images, the CNN run once per input shape (images whose
+        :meth:`input_shape` agrees form one batch; nothing is padded, so each image's features
+        equal those of :meth:`features`)."""
+        images = [np.ascontiguousarray(im) for im in images]
+        if not self.keep_aspect:
+            small = [cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_LINEAR) for im in images]
+            return [f[0] for f in self.extractor.batch(small, self.size)]
+        small = []
+        for im in images:
+            th, tw = self.input_shape(*im.shape[:2])
+            shrink = th * tw < im.shape[0] * im.shape[1]
+            small.append(cv2.resize(im, (tw, th), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR))
+        return [f[0] for f in self.extractor.features_of_batch(small)]
+
     def reference_features(self, image: np.ndarray) -> torch.Tensor:
         """Pass 1: the pooled unit features (C, h', w') other images are compared with."""
         return pool_features(self.features(image), self.pool)
+
+    def reference_features_batch(self, images) -> list[torch.Tensor]:
+        """:meth:`reference_features` of several images (the CNN on batches: :meth:`features_batch`)."""
+        return [pool_features(f, self.pool) for f in self.features_batch(images)]
 
     def bank_settings(self) -> dict:
         """Keyword arguments of :class:`saa.saliency.bank.CrossImageBank` (lite's reference rule)."""

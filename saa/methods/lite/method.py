@@ -76,6 +76,9 @@ class LiteMethod(Method):
     def reference_features(self, rgb: np.ndarray):
         return self.lite.reference_features(rgb).cpu()
 
+    def reference_features_batch(self, images):
+        return [f.cpu() for f in self.lite.reference_features_batch(images)]
+
     def bank_settings(self) -> dict[str, Any]:
         return self.lite.bank_settings()
 

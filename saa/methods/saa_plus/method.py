@@ -16,7 +16,8 @@ __all__ = ["SaaMethod", "config_fingerprint", "model_files", "required_model_fil
 
 
 def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequence[str]] = None) -> str:
-    """Hash of everything that changes a category's SAA+ maps (device and weights_dir excluded).
+    """Hash of everything that changes a category's SAA+ maps (device, weights_dir and batch_size
+    excluded).
 
     With cross-image saliency on, a map also depends on the other images of the category: pass
     their sample ``images`` keys (they are then part of the hash). With it off, the
@@ -29,6 +30,7 @@ def config_fingerprint(config: SaaConfig, category: str, images: Optional[Sequen
     models = config.models.model_dump(mode="json")
     models.pop("device", None)
     models.pop("weights_dir", None)
+    models.pop("batch_size", None)  # the maps of a batch equal those of one image at a time
     behaviour = config.resolved_behaviour().model_dump(mode="json")
     cross = bool(behaviour["cross_image_saliency"])
     if not cross:
@@ -133,6 +135,9 @@ class SaaMethod(Method):
     def reference_features(self, rgb: np.ndarray):
         return self.pipeline.saliency_features(rgb)
 
+    def reference_features_batch(self, images):
+        return self.pipeline.saliency_features_batch(images)
+
     def bank_settings(self) -> dict[str, Any]:
         return self.pipeline.cross_image_settings()
 
@@ -140,3 +145,8 @@ class SaaMethod(Method):
         if bank is not None and not self.needs_references:
             bank, index = None, None
         return self.pipeline.predict(rgb, category, others=bank, index=index if bank is not None else None)
+
+    def predict_batch(self, images, category: str, *, bank=None, indices=None) -> list[Prediction]:
+        if bank is not None and not self.needs_references:
+            bank, indices = None, None
+        return self.pipeline.predict_batch(images, category, others=bank, indices=indices if bank is not None else None)

@@ -157,16 +157,18 @@ class SAAPipeline:
         return boxes, np.asarray(kept_scores, dtype=np.float64), kept_cands, largest
 
     def _precision(self):
-        """Autocast context for the configured precision (CUDA only; fp32 = exact)."""
+        """Autocast context for the configured precision: bf16 / fp16 autocast on the device (CUDA,
+        and the CPU too: the same code paths, so dtype mistakes show without a GPU); fp32 exact;
+        tf32 = fp32 with TF32 matrix products on CUDA (plain fp32 elsewhere)."""
         import contextlib
 
         p = self.config.models.precision
-        if self.device.type != "cuda" or p in ("fp32", "tf32"):
-            if self.device.type == "cuda":
-                torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
-                torch.backends.cudnn.allow_tf32 = p == "tf32"
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = p == "tf32"
+            torch.backends.cudnn.allow_tf32 = p == "tf32"
+        if p in ("bf16", "fp16"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------ cross-image saliency (pass 1)
     @property
@@ -193,6 +195,20 @@ class SAAPipeline:
             feats = self.extractor(cv2.resize(img, (size, size)), size)
         return feats[0].float().cpu()
 
+    def saliency_features_batch(self, images) -> list[torch.Tensor]:
+        """:meth:`saliency_features` of several images, the CNN run once on all of them (each image
+        resized as on its own: the features equal those of one image at a time)."""
+        b = self.behaviour
+        size = b.single_object_size
+        small = []
+        for image in images:
+            rgb = read_rgb(image) if isinstance(image, (str, Path)) else as_rgb_uint8(image)
+            img = np.ascontiguousarray(rgb[:, :, ::-1]) if b.saliency_color_order == "bgr" else rgb
+            small.append(cv2.resize(img, (size, size)))
+        with torch.no_grad(), self._precision():
+            feats = self.extractor.batch(small, size)
+        return [f[0].float().cpu() for f in feats]
+
     # ------------------------------------------------------------ predict
     def predict(self, image, category, *, category_name=None, trace: bool = False,
                 others: Optional[CrossImageBank] = None, index: Optional[int] = None) -> "Prediction":
@@ -210,6 +226,90 @@ class SAAPipeline:
         with torch.no_grad(), self._precision():
             return self._predict(image, category, category_name=category_name, trace=trace, others=others,
                                  index=index)
+
+    def predict_batch(self, images, category, *, category_name=None, others: Optional[CrossImageBank] = None,
+                      indices: Optional[list] = None) -> list["Prediction"]:
+        """:meth:`predict` of several images (``indices``: each one's place in ``others``, as
+        ``index``), with the image-level models run once for all of them: the detector backbone
+        (images of one input size as one batch), the SAM image encoder and the saliency CNN (all
+        images as one batch, each resized and padded as on its own). Every per-image stage after
+        them runs as in :meth:`predict`, so the predictions equal those of one image at a time.
+        Models without ``set_images`` (test doubles) get one image at a time. Each image's
+        ``timings`` carry an equal share of the batched model calls."""
+        images = list(images)
+        indices = [None] * len(images) if indices is None else list(indices)
+        if len(indices) != len(images):
+            raise ValueError(f"predict_batch: {len(images)} images but {len(indices)} indices")
+        if others is not None and not self.cross_image:
+            raise ValueError("predict_batch(others=...) needs behaviour.cross_image_saliency (e.g. preset 'improved')")
+        if others is None and any(i is not None for i in indices):
+            raise ValueError("predict_batch(indices=...) needs the bank they index: others=...")
+        batched = all(hasattr(m, "set_images") and hasattr(m, "use_image") for m in (self.detector, self.refiner))
+        if len(images) <= 1 or not batched:
+            return [self.predict(im, category, category_name=category_name, others=others, index=i)
+                    for im, i in zip(images, indices)]
+        with torch.no_grad(), self._precision():
+            return self._predict_batch(images, category, category_name, others, indices)
+
+    def _predict_batch(self, images, category, category_name, others, indices) -> list[Prediction]:
+        """The stages of :meth:`_predict` for a batch: the image-level models once, then image by
+        image the detector and SAM stages (the models' :meth:`use_image` selects the image), the
+        saliency CNN on the batch, then image by image the saliency, masks and fusion."""
+        b = self.behaviour
+        states = [self._start(im, category, category_name, False) for im in images]
+        t0 = time.perf_counter()
+        self.detector.set_images([st.rgb for st in states])
+        _share(states, "detector_backbone", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        self.refiner.set_images([st.bgr if b.sam_color_order == "bgr" else st.rgb for st in states])
+        _share(states, "sam_encoder", time.perf_counter() - t0)
+        try:
+            for j, st in enumerate(states):
+                self.detector.use_image(j)
+                self.refiner.use_image(j)
+                self._object_stage(st)
+                self._defect_candidates(st)
+            pre = self._batch_saliency_features(states, others, indices)
+            for j, st in enumerate(states):
+                self._saliency_stage(st, others, indices[j], pre[j])
+                if pre[j]:
+                    st.timings["saliency"] += st.timings.pop("saliency_cnn")
+            del pre
+            for j, st in enumerate(states):
+                self.detector.use_image(j)
+                self.refiner.use_image(j)
+                self._masks_and_rescoring(st)
+                self._fusion(st)
+        finally:
+            self.detector.reset_image()
+            self.refiner.reset_image()
+        return [self._prediction(st) for st in states]
+
+    def _batch_saliency_features(self, states, others, indices) -> list[dict]:
+        """Per image, the saliency CNN features its saliency stage will ask for ({input size:
+        features}), computed for the whole batch at once: the multi-object input where the
+        category has several objects and at least two object masks are present, else the
+        single-object input (unless the bank already holds the image's features)."""
+        b = self.behaviour
+        want: dict[int, list[int]] = {}
+        for j, st in enumerate(states):
+            masks = st.obj_masks if st.obj_masks is not None else ()
+            present = int(sum(bool(m.any()) for m in masks))
+            if st.cat.n_objects > 1 and present >= 2:
+                want.setdefault(b.multi_object_size, []).append(j)
+            elif not (b.cross_image_saliency and others is not None and indices[j] is not None):
+                want.setdefault(b.single_object_size, []).append(j)
+        pre: list[dict] = [{} for _ in states]
+        for size, idx in want.items():
+            t0 = time.perf_counter()
+            imgs = [cv2.resize(st.bgr if b.saliency_color_order == "bgr" else st.rgb, (size, size))
+                    for st in (states[j] for j in idx)]
+            for j, f in zip(idx, self.extractor.batch(imgs, size)):
+                pre[j][size] = f
+            share = (time.perf_counter() - t0) / len(idx)
+            for j in idx:
+                states[j].timings["saliency_cnn"] = states[j].timings.get("saliency_cnn", 0.0) + share
+        return pre
 
     def _cross_saliency(self, sal: SaliencyResult, rgb: np.ndarray, others: Optional[CrossImageBank],
                         index: Optional[int], feats: Optional[torch.Tensor], notes: list[str],
@@ -313,19 +413,27 @@ class SAAPipeline:
             st.def_boxes, st.def_scores, st.def_cands, _ = self._propose(
                 "defect", st.prompts, 0.0, st.max_area, st.width, st.height, st.candidates, st.trace)
 
-    def _saliency_stage(self, st: "_ImageState", others: Optional[CrossImageBank], index: Optional[int]) -> None:
+    def _saliency_stage(self, st: "_ImageState", others: Optional[CrossImageBank], index: Optional[int],
+                        pre: Optional[dict] = None) -> None:
         """SPEC §3.6 (needs only the object masks), combined with the cross-image score map when the
-        behaviour asks for it."""
+        behaviour asks for it. ``pre``: this image's CNN features already computed with its batch
+        ({input size: features}, :meth:`_batch_saliency_features`); the CNN runs for any other."""
         b, cat = self.behaviour, st.cat
+        extractor = _Precomputed(self.extractor, pre) if pre else self.extractor
         with st.timed("saliency"):
             sal_img = st.bgr if b.saliency_color_order == "bgr" else st.rgb
             # cross-image saliency: this image's pass-1 features are the single-object saliency's
             # input too (same image, size and colour order), so the CNN does not run twice
             cross_feats = None
             if b.cross_image_saliency and others is not None:
-                cross_feats = others.features(index) if index is not None else self.saliency_features(st.rgb)
+                if index is not None:
+                    cross_feats = others.features(index)
+                elif pre and b.single_object_size in pre:  # what saliency_features returns
+                    cross_feats = pre[b.single_object_size][0].float().cpu()
+                else:
+                    cross_feats = self.saliency_features(st.rgb)
             obj_masks = st.obj_masks if st.obj_masks is not None else np.zeros((0, st.height, st.width), bool)
-            sal = visual_saliency(sal_img, obj_masks, cat.n_objects, self.extractor, neighbors=b.saliency_neighbors,
+            sal = visual_saliency(sal_img, obj_masks, cat.n_objects, extractor, neighbors=b.saliency_neighbors,
                                   n=b.saliency_n, single_size=b.single_object_size, multi_size=b.multi_object_size,
                                   single_fn=self.single_saliency, multi_fn=self.multi_saliency,
                                   single_features=None if cross_feats is None else cross_feats.to(self.device))
@@ -424,6 +532,25 @@ class SAAPipeline:
             method="saa",
             method_label=f"SAA+ (preset {self.config.preset})",
         )
+
+
+def _share(states, name: str, seconds: float) -> None:
+    """An equal share of a batched model call's time in each image's timings."""
+    for st in states:
+        st.timings[name] = seconds / len(states)
+
+
+class _Precomputed:
+    """The saliency CNN as :func:`visual_saliency` calls it (``extractor(image, size)``), answering
+    from features computed with the batch for the sizes it has them for (the same input: the image
+    resized to size x size in the same colour order), running the CNN for any other size."""
+
+    def __init__(self, extractor, features: dict):
+        self.extractor, self.features = extractor, features
+
+    def __call__(self, image: np.ndarray, size: int) -> torch.Tensor:
+        hit = self.features.get(size)
+        return hit if hit is not None else self.extractor(image, size)
 
 
 @dataclass
