@@ -407,44 +407,33 @@ def check_metrics_file(run_dir) -> None:
     folder.read_metrics()
 
 
-def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
-                 notes: Sequence[str] = (), in_run: bool = False) -> str:
-    """The HTML text of the report of a run folder written by :func:`saa.run.evaluate_run` (it reads
-    only the files of the run folder, through :class:`saa.results.RunFolder`: ``metrics.json``,
-    ``config.yaml``, the run state, the per-image results). A folder a run is writing now, or whose
-    metrics are missing, is refused in one line; one whose ``metrics.json``, ``config.yaml``, run
-    state or maps come from different runs is labelled so at the top (and logged as a warning).
-    ``in_run``: called by the run that holds the folder's lock (at its end)."""
-    from .results import RunFolder
-
-    folder = RunFolder(run_dir)
-    run = folder.root
-    if not in_run:
-        folder.check_readable()
-    result = folder.read_metrics()
-    problems = [] if in_run else folder.report_problems(result)
-    for p in problems:
-        log.warning("report: %s: %s", run, p)
-    eval_size = int(result.eval_size)
-    dataset = None
-    dataset_error = None
+def _open_dataset(folder: Any) -> tuple[Any, Optional[str]]:
+    """The dataset recorded in the run's ``config.yaml``, or None and why it cannot be opened."""
     try:
-        dataset = _dataset_of(folder)
+        return _dataset_of(folder), None
     except Exception as e:
-        dataset_error = str(e)
-        log.warning("report: the dataset of %s cannot be opened (%s); curves will be image-level only", run, e)
+        log.warning("report: the dataset of %s cannot be opened (%s); curves will be image-level only",
+                    folder.root, e)
+        return None, str(e)
 
+
+def _method_label(result: Any) -> str:
+    """The method's name as the report shows it (SAA+ with its preset when the run names none)."""
+    return result.method_label or ("SAA+" + (f" (preset {result.preset})" if result.preset else ""))
+
+
+def _header_html(folder: Any, result: Any, problems: Sequence[str], notes: Sequence[str]) -> list[str]:
+    """The top of the report: mixed-run warning, what ran on what, method settings, notes, warnings."""
     ds = result.dataset
-    method = result.method_label or ("SAA+" + (f" (preset {result.preset})" if result.preset else ""))
-    title = f"{method} run report — {ds.kind or '?'}"
+    method = _method_label(result)
     preset = f"preset <b>{esc(result.preset)}</b>; " if result.preset else ""
     body = []
     if problems:
         body.append("<div class=\"note warn\"><b>This folder mixes files of different runs</b>:<ul>"
                     + "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul></div>")
-    body.append(f"<p>Method <b>{esc(method)}</b>; {preset}run folder <code>{esc(run.resolve())}</code>; dataset "
-                f"<code>{esc(ds.root)}</code>; out size {esc(result.out_size)}, "
-                f"eval size {eval_size}; finished {esc(result.finished)}.</p>")
+    body.append(f"<p>Method <b>{esc(method)}</b>; {preset}run folder <code>{esc(folder.root.resolve())}</code>; "
+                f"dataset <code>{esc(ds.root)}</code>; out size {esc(result.out_size)}, "
+                f"eval size {int(result.eval_size)}; finished {esc(result.finished)}.</p>")
     if result.method_summary:
         body.append(f"<p>{esc(result.method_summary)}.</p>")
     settings = result.method_settings or {}
@@ -455,23 +444,41 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
     if result.warnings:
         body.append("<h2>Warnings</h2><ul class=\"warn\">" + "".join(f"<li>{esc(w)}</li>" for w in result.warnings)
                     + "</ul>")
+    return body
+
+
+def _metrics_html(result: Any) -> list[str]:
+    """The links to the categories and the metrics table (with a note when the test set is unlabelled)."""
+    body = []
     cats = list(result.categories)
     if cats:
         body.append("<p>Categories: " + " · ".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in cats) + "</p>")
     body.append("<h2>Metrics</h2>")
     body.append(_metrics_table(result) if result.labelled else
                 "<p class=\"note\">Unlabelled test set: no metrics.</p>" + _metrics_table(result))
-    for cat in cats:
+    return body
+
+
+def _categories_html(folder: Any, result: Any, dataset: Any, dataset_error: Optional[str],
+                     n_gallery: int, thumb: int) -> list[str]:
+    """One section per category; a category that cannot be drawn says so and costs nothing else."""
+    body = []
+    for cat in result.categories:
         try:
-            body.append(_category_section(folder, cat, result.categories[cat], eval_size, dataset, dataset_error,
-                                          n_gallery, thumb))
+            body.append(_category_section(folder, cat, result.categories[cat], int(result.eval_size), dataset,
+                                          dataset_error, n_gallery, thumb))
         except Exception as e:  # one broken category must not cost the whole report
             log.warning("report: category %s: %s", cat, e)
             body.append(f'<h2 id="cat-{esc(cat)}">{esc(cat)}</h2><p class="note">could not be drawn: {esc(e)}</p>')
+    return body
+
+
+def _run_facts_html(folder: Any, result: Any) -> list[str]:
+    """The timings, versions and configuration sections and the line saying when it was written."""
     t = result.timings.model_dump()
-    body.append("<h2>Timings</h2><table>" + "".join(
+    body = ["<h2>Timings</h2><table>" + "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in t.items()) +
-        f"<tr><td>images</td><td>{esc(result.totals.model_dump(mode='json'))}</td></tr></table>")
+        f"<tr><td>images</td><td>{esc(result.totals.model_dump(mode='json'))}</td></tr></table>"]
     body.append("<h2>Versions</h2>" + versions_html())
     cfg_path = folder.config_yaml
     cfg_text = cfg_path.read_text(encoding="utf-8", errors="replace") if cfg_path.is_file() else "(config.yaml missing)"
@@ -483,6 +490,31 @@ def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 16
     body.append(f"<h2>Configuration</h2>{unused}<pre>{esc(cfg_text)}</pre>")
     body.append(f"<p class=\"small\">Report written {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
                 f"by saa {esc(versions().get('saa'))}.</p>")
+    return body
+
+
+def build_report(run_dir: str | os.PathLike, n_gallery: int = 6, thumb: int = 160,
+                 notes: Sequence[str] = (), in_run: bool = False) -> str:
+    """The HTML text of the report of a run folder written by :func:`saa.run.evaluate_run` (it reads
+    only the files of the run folder, through :class:`saa.results.RunFolder`: ``metrics.json``,
+    ``config.yaml``, the run state, the per-image results). A folder a run is writing now, or whose
+    metrics are missing, is refused in one line; one whose ``metrics.json``, ``config.yaml``, run
+    state or maps come from different runs is labelled so at the top (and logged as a warning).
+    ``in_run``: called by the run that holds the folder's lock (at its end)."""
+    from .results import RunFolder
+
+    folder = RunFolder(run_dir)
+    if not in_run:
+        folder.check_readable()
+    result = folder.read_metrics()
+    problems = [] if in_run else folder.report_problems(result)
+    for p in problems:
+        log.warning("report: %s: %s", folder.root, p)
+    dataset, dataset_error = _open_dataset(folder)
+    title = f"{_method_label(result)} run report — {result.dataset.kind or '?'}"
+    body = _header_html(folder, result, problems, notes) + _metrics_html(result)
+    body += _categories_html(folder, result, dataset, dataset_error, n_gallery, thumb)
+    body += _run_facts_html(folder, result)
     return html_page(title, body)
 
 

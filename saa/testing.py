@@ -329,72 +329,108 @@ def _write_grounding_config(path: Path, text_encoder: Path) -> None:
     _write_text(path, "\n".join(lines) + "\n")
 
 
-def _build_grounding(cfg_path: Path, seed: int, calib_rgb) -> tuple[dict, dict]:
+def _tiny_dino_model(cfg_path: Path, seed: int):
+    """The tiny detector built from its config file, read as data (never executed), in eval mode."""
     import torch
     from groundingdino.models import build_model
-    from groundingdino.util.slconfig import SLConfig
 
     from .models.compat import install as install_compat
+    from .models.grounding import config_namespace, read_config_py
 
     install_compat()  # the package's BERT wrapper under transformers 5
-    args = SLConfig.fromfile(str(cfg_path))
+    args = config_namespace(read_config_py(cfg_path))
     args.device = "cpu"
     torch.manual_seed(seed)
     with _quiet():
         model = build_model(args)
-    model.eval()
+    return model.eval()
+
+
+def _set_logit_norms(model):
+    """Both final LayerNorms: a small gain and one constant "bias channel" (text side ``+1``; the
+    query side's ``-B`` is set after calibration); the encoder proposals' bias zeroed. Returns the
+    query-side norm."""
+    q_norm = model.transformer.decoder.norm                    # query side of the logits
+    t_norm = model.transformer.encoder.text_layers[-1].norm2   # text side (memory_text)
+    for ln in (q_norm, t_norm):
+        ln.weight.fill_(DINO_LOGIT_GAIN)
+        ln.bias.zero_()
+        ln.weight[-1] = 0.0                  # last channel: constant (the "bias channel")
+    t_norm.bias[-1] = 1.0                    # text: +1;  query: -B (set after calibration)
+    model.transformer.enc_output.bias.zero_()
+    return q_norm
+
+
+def _box_heads(model) -> tuple:
+    """The box-regression MLPs: the encoder proposals' first (they decide the decoder's inputs)."""
+    return (model.transformer.enc_out_bbox_embed, model.bbox_embed[0])
+
+
+def _calibrate_box_heads(model, forward) -> None:
+    """Shift and scale each box MLP's last layer per output (cx, cy, w, h) so that its deltas on
+    the synthetic image have the chosen mean and spread: boxes move a little, in several sizes."""
+    import torch
+
+    target_std = torch.tensor(DINO_BOX_DELTA_STD)
+    for mlp in _box_heads(model):
+        seen = []
+        hook = mlp.register_forward_hook(lambda m, i, o: seen.append(o.detach().reshape(-1, 4)))
+        try:
+            forward(CALIB_CAPTIONS[0])
+        finally:
+            hook.remove()
+        d = torch.cat(seen)
+        d = d[torch.isfinite(d).all(dim=1)]
+        scale = target_std / d.std(dim=0).clamp_min(1e-6)
+        last = mlp.layers[-1]
+        last.weight.mul_(scale[:, None])
+        last.bias.copy_(torch.tensor(DINO_BOX_DELTA_MEAN) - d.mean(dim=0) * scale)
+
+
+def _kth_best_logits(forward) -> list[float]:
+    """Per calibration caption, the ``DINO_TARGET_BOXES``-th best query logit (bias channel at 0)."""
+    kth = []
+    for cap in CALIB_CAPTIONS:
+        out = forward(cap)
+        best = out["pred_logits"][0].max(dim=1).values.sort(descending=True).values
+        kth.append(float(best[DINO_TARGET_BOXES - 1]))
+    return kth
+
+
+def _calibrate_on_image(model, calib_rgb) -> list[float]:
+    """Calibrate the box heads on the synthetic image, then measure the k-th best logits there."""
+    x = dino_input(calib_rgb)[None]
+    try:
+        with _quiet():
+            model.set_image_tensor(x)
+
+        def forward(caption):
+            with _quiet():
+                return model(x, captions=[caption], unset_image_tensor=False)
+
+        _calibrate_box_heads(model, forward)
+        return _kth_best_logits(forward)
+    finally:
+        model.unset_image_tensor()
+
+
+def _build_grounding(cfg_path: Path, seed: int, calib_rgb) -> tuple[dict, dict]:
+    """The tiny Grounding DINO's state dict and its calibration report: logit norms with a bias
+    channel, random box heads calibrated on the synthetic image, and the bias ``B`` chosen so that
+    about ``DINO_TARGET_BOXES`` queries pass the score threshold."""
+    import torch
+
+    model = _tiny_dino_model(cfg_path, seed)
     gen = torch.Generator().manual_seed(seed + 7)
-    g = DINO_LOGIT_GAIN
     with torch.no_grad():
-        q_norm = model.transformer.decoder.norm                    # query side of the logits
-        t_norm = model.transformer.encoder.text_layers[-1].norm2   # text side (memory_text)
-        for ln in (q_norm, t_norm):
-            ln.weight.fill_(g)
-            ln.bias.zero_()
-            ln.weight[-1] = 0.0                  # last channel: constant (the "bias channel")
-        t_norm.bias[-1] = 1.0                    # text: +1;  query: -B (set after calibration)
-        model.transformer.enc_output.bias.zero_()
-        # last layer of the box MLPs (zero at init): random weights, then (below) per output
-        # (cx, cy, w, h) shifted and scaled on the synthetic image so that the deltas are centred
-        # with a chosen spread: boxes move a little and come in several sizes
-        for mlp in (model.transformer.enc_out_bbox_embed, model.bbox_embed[0]):
+        q_norm = _set_logit_norms(model)
+        # last layer of the box MLPs (zero at init): random weights, calibrated below
+        for mlp in _box_heads(model):
             w = mlp.layers[-1].weight
             w.copy_(torch.randn(w.shape, generator=gen))
-
-        x = dino_input(calib_rgb)[None]
-        target_std = torch.tensor(DINO_BOX_DELTA_STD)
-        kth = []
-        try:
-            with _quiet():
-                model.set_image_tensor(x)
-
-            def forward(caption):
-                with _quiet():
-                    return model(x, captions=[caption], unset_image_tensor=False)
-
-            # encoder proposals first (they decide the decoder's inputs), then the decoder
-            for mlp in (model.transformer.enc_out_bbox_embed, model.bbox_embed[0]):
-                seen = []
-                hook = mlp.register_forward_hook(lambda m, i, o: seen.append(o.detach().reshape(-1, 4)))
-                try:
-                    forward(CALIB_CAPTIONS[0])
-                finally:
-                    hook.remove()
-                d = torch.cat(seen)
-                d = d[torch.isfinite(d).all(dim=1)]
-                scale = target_std / d.std(dim=0).clamp_min(1e-6)
-                last = mlp.layers[-1]
-                last.weight.mul_(scale[:, None])
-                last.bias.copy_(torch.tensor(DINO_BOX_DELTA_MEAN) - d.mean(dim=0) * scale)
-
-            # with B = 0 the logits are (B-independent term); the k-th best query score per
-            # caption decides B such that ~DINO_TARGET_BOXES queries pass the score threshold
-            for cap in CALIB_CAPTIONS:
-                out = forward(cap)
-                best = out["pred_logits"][0].max(dim=1).values.sort(descending=True).values
-                kth.append(float(best[DINO_TARGET_BOXES - 1]))
-        finally:
-            model.unset_image_tensor()
+        # with B = 0 the logits are (B-independent term); the k-th best query score per
+        # caption decides B such that ~DINO_TARGET_BOXES queries pass the score threshold
+        kth = _calibrate_on_image(model, calib_rgb)
         thr_logit = math.log(DINO_SCORE_THRESHOLD / (1 - DINO_SCORE_THRESHOLD))
         # rounded so that tiny floating-point differences between machines give the same file
         bias = round(round(sum(kth) / len(kth) - thr_logit, 3) - 1e-3, 4)
@@ -570,27 +606,11 @@ def _reusable(root: Path, key: dict) -> bool:
     return True
 
 
-def build_tiny_models(out_dir: str | os.PathLike, seed: int = 0, *, vocab_words: Iterable[str] | None = None,
-                      force: bool = False) -> TinyModels:
-    """Write (or reuse) a tiny random-weight model set in ``out_dir`` and return its paths.
-
-    Deterministic for a given ``seed`` (and vocabulary). An existing build in ``out_dir`` whose
-    manifest has the same seed/vocabulary and whose files are intact is reused unless ``force``.
-    ``vocab_words``: extra whole words for the BERT vocabulary (besides the built-in prompt words
-    and those of the ``configs/*.yaml`` next to the package)."""
+def _write_model_files(root: Path, vocab: list[str], seed: int) -> tuple[dict, dict]:
+    """Build and save the text encoder, Grounding DINO, SAM and the saliency CNN, each calibrated on
+    the synthetic image: (their calibration reports merged, seconds per model)."""
     import torch
 
-    root = Path(out_dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab(vocab_words or ())
-    key = _build_key(seed, vocab)
-    models = _paths(root, seed)
-    if not force and _reusable(root, key):
-        return models
-
-    t0 = time.perf_counter()
-    with contextlib.suppress(FileNotFoundError):
-        (root / MANIFEST).unlink()  # an interrupted rebuild must not look complete
     calib = synthetic_image(320, seed=0)
     timings = {}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -611,20 +631,49 @@ def build_tiny_models(out_dir: str | os.PathLike, seed: int = 0, *, vocab_words:
         sal, sal_report = _build_saliency(SALIENCY_BACKBONE, seed + 3, calib)
         _save_tensor_file(sal, root / SALIENCY_CHECKPOINT)
         timings["saliency"] = time.perf_counter() - t
+    return {**dino_report, **sam_report, **sal_report}, timings
 
-    manifest = {
+
+def _manifest(models: TinyModels, key: dict, vocab: list[str], calibration: dict, timings: dict) -> dict:
+    """What ``manifest.json`` records: the build key, the files, the sizes, the calibration, the
+    versions, the build times and every file's SHA-256 (checked before a build is reused)."""
+    root = Path(models.root)
+    return {
         "what": "tiny random-weight models for tests (saa.testing); not trained, not for real use",
-        "seed": seed,
+        "seed": models.seed,
         "build_key": key,
         "files": {k: (os.path.relpath(v, root) if k not in ("saliency_backbone", "seed", "root") else v)
                   for k, v in asdict(models).items() if k not in ("root", "manifest")},
         "grounding_overrides": _TINY_DINO,
         "text_encoder": dict(_BERT, vocab_size=len(vocab)),
-        "calibration": {**dino_report, **sam_report, **sal_report},
+        "calibration": calibration,
         "versions": _versions(),
         "build_seconds": {k: round(v, 2) for k, v in timings.items()},
         "sha256": _hash_files(root),
     }
+
+
+def build_tiny_models(out_dir: str | os.PathLike, seed: int = 0, *, vocab_words: Iterable[str] | None = None,
+                      force: bool = False) -> TinyModels:
+    """Write (or reuse) a tiny random-weight model set in ``out_dir`` and return its paths.
+
+    Deterministic for a given ``seed`` (and vocabulary). An existing build in ``out_dir`` whose
+    manifest has the same seed/vocabulary and whose files are intact is reused unless ``force``.
+    ``vocab_words``: extra whole words for the BERT vocabulary (besides the built-in prompt words
+    and those of the ``configs/*.yaml`` next to the package)."""
+    root = Path(out_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = build_vocab(vocab_words or ())
+    key = _build_key(seed, vocab)
+    models = _paths(root, seed)
+    if not force and _reusable(root, key):
+        return models
+
+    t0 = time.perf_counter()
+    with contextlib.suppress(FileNotFoundError):
+        (root / MANIFEST).unlink()  # an interrupted rebuild must not look complete
+    calibration, timings = _write_model_files(root, vocab, seed)
+    manifest = _manifest(models, key, vocab, calibration, timings)
     manifest["build_seconds"]["total"] = round(time.perf_counter() - t0, 2)
     _write_text(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return models

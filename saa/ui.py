@@ -21,6 +21,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -182,80 +183,137 @@ def _one_image_note(meth) -> str:
             f"`saa run CONFIG --method {meth.name}`.")
 
 
+class _Shown(Exception):
+    """A run-button outcome that is only a message (a refusal: nothing was run)."""
+
+
+def _message_only(text: str):
+    """The run button's outputs when there is nothing but a message to show."""
+    return None, None, [], text, None
+
+
+def _checked_input(runner: Runner, image_path: Optional[str], sample: Optional[str]) -> tuple[str, np.ndarray]:
+    """The uploaded file (or bundled sample) and its pixels, decoded once at the upload check."""
+    from .samples import SAMPLES_DIR
+
+    src = image_path or (str(SAMPLES_DIR / sample) if sample else None)
+    if not src:
+        raise _Shown("**Upload an image or pick a sample first.**")
+    try:
+        return src, runner.image(src)
+    except InputRejected as e:
+        raise _Shown(f"**Rejected:** {e}") from None
+    except OSError as e:
+        raise _Shown(f"**Rejected:** {Path(src).name}: cannot read ({e.strerror or e})") from None
+
+
+def _part(category: str, obj: str, n_objects: float, k_mask: float, area_ratio: float,
+          captions: str) -> tuple[str, Optional[dict]]:
+    """The category to run and, for the custom choice, the part described in the form."""
+    if category != CUSTOM:
+        return category, None
+    if not obj.strip():
+        raise _Shown("**Custom part:** type the object word first.")
+    custom = {"object": obj.strip(), "n_objects": int(n_objects), "k_mask": int(k_mask),
+              "area_ratio": float(area_ratio), "prompts": parse_captions(captions, obj.strip())
+              or [["defect", obj.strip().split()[-1]]]}
+    return CUSTOM_KEY, custom
+
+
+def _chosen_method(runner: Runner, cfg, method: str) -> tuple[str, Any, list[str]]:
+    """(the method used, the method, its note): auto picks by the model files present; a method
+    whose files are missing is refused with saa's message."""
+    from .errors import SaaError
+    from .samples import choose_method, method_note, missing_model_files, require_model_files
+
+    missing = missing_model_files(cfg)
+    try:
+        use = choose_method(method, missing)
+        meth = runner.method(cfg, use)
+        require_model_files(meth)
+    except SaaError as e:
+        raise _Shown("**Cannot run:** " + "  \n".join(str(e).splitlines())) from None
+    note = method_note(method, use, missing, meth, chosen_with="the method choice")
+    return use, meth, [note] if note else []
+
+
+def _regions(pred, use: str) -> tuple[list[list[Any]], str]:
+    """The regions table's rows and the line summing the prediction up."""
+    from .samples import AUTO_DEFAULT
+
+    rows: list[list[Any]] = []
+    if not pred.has_regions:
+        return rows, pred.summary() + "."
+    for c in pred.defects:
+        rows.append([c.caption, "kept" if c.kept else f"dropped ({c.dropped})",
+                     round(c.score, 4), None if c.rescored is None else round(c.rescored, 4),
+                     [round(v, 1) for v in c.box_xyxy].__repr__()])
+    return rows, f"{'Full ' if use == AUTO_DEFAULT else ''}{pred.summary()} (green kept, grey/red dropped)."
+
+
+def _downloads(out: Path, stem: str, res) -> list[str]:
+    """The files offered for download: the map (.npy and a .png written here), the panels, the .json."""
+    from .image_io import atomic_save_png
+    from .run.few import OutputNames
+    from .visualize import map_to_png
+
+    png = OutputNames.file(out, stem, "map_png")
+    atomic_save_png(png, map_to_png(res.prediction.anomaly_map_full))
+    return [str(res.files["map"]), str(png), str(res.files["panels"]), str(res.files["json"])]
+
+
+def _predict_one(meth, cat: str, src: str, rgb: np.ndarray) -> tuple[Any, Path, str]:
+    """The image through :func:`saa.run.few.run_few` into a fresh folder: (its result, folder, stem)."""
+    from .run.few import FewInput, FewOptions, OutputNames, run_few
+
+    out = _outdir()
+    stem = OutputNames().stem_for(Path(src).name)
+    panels = tuple(k for k in RESULT_PANELS if k in meth.panels) or ("anomaly_map",)
+    options = FewOptions(panels=panels, overlay=False, map_file="full", saliency_file=False,
+                         keep_pictures=True, keep_arrays=True, panel_height=384)
+    outcome = run_few(meth, cat, [FewInput(src, stem, rgb=rgb, name=Path(src).name)], out=out, options=options)
+    return outcome.results[0], out, stem
+
+
+def _run_checked(runner: Runner, src: str, rgb: np.ndarray, config_path: str, category: str, method: str,
+                 part: tuple):
+    """The run of a checked image: the outputs of the run button."""
+    from .visualize import heat_overlay
+
+    cat, custom = _part(category, *part)
+    cfg = runner.config(config_path, custom)
+    cfg.category(cat)
+    use, meth, msg = _chosen_method(runner, cfg, method)
+    res, out, stem = _predict_one(meth, cat, src, rgb)
+    pred = res.prediction
+    rows, summary = _regions(pred, use)
+    msg.append(summary)
+    if meth.needs_references:
+        msg.append(_one_image_note(meth))
+    msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
+    files = _downloads(out, stem, res)
+    sal = pred.saliency if "saliency" in meth.panels else None
+    sal_img = heat_overlay(rgb, sal) if sal is not None else None
+    return res.pictures["panels"], sal_img, rows, "\n\n".join(msg), files
+
+
 def run_once(runner: Runner, image_path: Optional[str], sample: Optional[str], config_path: str, category: str,
              method: str, obj: str, n_objects: float, k_mask: float, area_ratio: float, captions: str):
     """The UI's run button: (result picture, saliency, regions rows, message, [downloads]). The
     image goes through :func:`saa.run.few.run_few` like ``saa predict``'s (decoded once: at the
     upload check)."""
-    from .errors import SaaError
-    from .image_io import atomic_save_png
-    from .run.few import FewInput, FewOptions, OutputNames, run_few
-    from .samples import AUTO_DEFAULT, SAMPLES_DIR, choose_method, method_note, missing_model_files, require_model_files
-    from .visualize import heat_overlay, map_to_png
-
-    src = image_path or (str(SAMPLES_DIR / sample) if sample else None)
-    if not src:
-        return None, None, [], "**Upload an image or pick a sample first.**", None
     try:
-        rgb = runner.image(src)
-    except InputRejected as e:
-        return None, None, [], f"**Rejected:** {e}", None
-    except OSError as e:
-        return None, None, [], f"**Rejected:** {Path(src).name}: cannot read ({e.strerror or e})", None
+        src, rgb = _checked_input(runner, image_path, sample)
+    except _Shown as e:
+        return _message_only(str(e))
     try:
-        custom = None
-        if category == CUSTOM:
-            if not obj.strip():
-                return None, None, [], "**Custom part:** type the object word first.", None
-            custom = {"object": obj.strip(), "n_objects": int(n_objects), "k_mask": int(k_mask),
-                      "area_ratio": float(area_ratio), "prompts": parse_captions(captions, obj.strip())
-                      or [["defect", obj.strip().split()[-1]]]}
-            cat = CUSTOM_KEY
-        else:
-            cat = category
-        cfg = runner.config(config_path, custom)
-        cfg.category(cat)
-        missing = missing_model_files(cfg)
-        try:
-            use = choose_method(method, missing)
-            meth = runner.method(cfg, use)
-            require_model_files(meth)
-        except SaaError as e:
-            lines = str(e).splitlines()
-            return None, None, [], "**Cannot run:** " + "  \n".join(lines), None
-        msg = []
-        note = method_note(method, use, missing, meth, chosen_with="the method choice")
-        if note:
-            msg.append(note)
-        out = _outdir()
-        stem = OutputNames().stem_for(Path(src).name)
-        panels = tuple(k for k in RESULT_PANELS if k in meth.panels) or ("anomaly_map",)
-        options = FewOptions(panels=panels, overlay=False, map_file="full", saliency_file=False,
-                             keep_pictures=True, keep_arrays=True, panel_height=384)
-        outcome = run_few(meth, cat, [FewInput(src, stem, rgb=rgb, name=Path(src).name)], out=out, options=options)
-        res = outcome.results[0]
-        pred = res.prediction
-        rows: list[list[Any]] = []
-        if pred.has_regions:
-            for c in pred.defects:
-                rows.append([c.caption, "kept" if c.kept else f"dropped ({c.dropped})",
-                             round(c.score, 4), None if c.rescored is None else round(c.rescored, 4),
-                             [round(v, 1) for v in c.box_xyxy].__repr__()])
-            msg.append(f"{'Full ' if use == AUTO_DEFAULT else ''}{pred.summary()} (green kept, grey/red dropped).")
-        else:
-            msg.append(pred.summary() + ".")
-        if meth.needs_references:
-            msg.append(_one_image_note(meth))
-        msg.extend(f"Note: {n}" for n in pred.notes)  # e.g. cross-image saliency without other images
-        png = OutputNames.file(out, stem, "map_png")
-        atomic_save_png(png, map_to_png(pred.anomaly_map_full))
-        files = [str(res.files["map"]), str(png), str(res.files["panels"]), str(res.files["json"])]
-        sal = pred.saliency if "saliency" in meth.panels else None
-        sal_img = heat_overlay(rgb, sal) if sal is not None else None
-        return res.pictures["panels"], sal_img, rows, "\n\n".join(msg), files
+        return _run_checked(runner, src, rgb, config_path, category, method,
+                            (obj, n_objects, k_mask, area_ratio, captions))
+    except _Shown as e:
+        return _message_only(str(e))
     except Exception as e:  # shown in the UI, not a crash of the server
         log.exception("run failed")
-        return None, None, [], f"**Error:** {e}", None
+        return _message_only(f"**Error:** {e}")
 
 
 def upload_check(runner: Runner, path: Optional[str], sample: Optional[str] = None):
@@ -285,78 +343,109 @@ def _resize(rgb: np.ndarray, s: float) -> np.ndarray:
     return cv2.resize(rgb, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    import gradio as gr
+def _choices(runner: Runner, config: Optional[str]) -> tuple[list[str], str, list[str], list[str]]:
+    """(the configs offered, the first one, its categories, the bundled samples)."""
+    from .samples import SAMPLES_DIR, default_config_path, sample_images
 
-    from .image_io import _limit_text, max_pixels
-    from .samples import AUTO, SAMPLES_DIR, default_config_path, method_choices, sample_images
-
-    runner = Runner(overrides)
     configs = config_choices()
     first = str(config) if config else str(default_config_path())
     if first not in configs:
         configs.insert(0, first)
-    cats = runner.categories(first)
-    samples = [p.name for p in sample_images(SAMPLES_DIR)]
-    limit = max_pixels() if MAX_PIXELS is None else int(MAX_PIXELS)
-    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no Google Fonts
+    return configs, first, runner.categories(first), [p.name for p in sample_images(SAMPLES_DIR)]
 
+
+def _input_widgets(gr, configs: list[str], first: str, cats: list[str], samples: list[str]) -> SimpleNamespace:
+    """The left column: the upload and its preview, sample, config, category, method, custom part, Run."""
+    from .image_io import _limit_text, max_pixels
+    from .samples import AUTO, method_choices
+
+    limit = max_pixels() if MAX_PIXELS is None else int(MAX_PIXELS)
+    w = SimpleNamespace()
+    # a plain file upload: saa checks the file itself (type, size, pixels, decodable) and says
+    # what is wrong in one line, instead of an image widget failing before saa sees it
+    w.image = gr.File(label=f"image (PNG, JPEG, BMP, TIFF or WebP; ≤ {_mb(MAX_FILE_BYTES)}"
+                            + (f", ≤ {_limit_text(limit)}" if limit else "") + ")",
+                      file_count="single", type="filepath", elem_id="input-image")
+    w.preview = gr.Image(label="the image", type="numpy", interactive=False, elem_id="input-preview",
+                         format="png", height=260)
+    w.sample = gr.Dropdown(choices=[""] + samples, value="", label="…or a bundled sample", elem_id="sample")
+    w.cfg_dd = gr.Dropdown(choices=configs, value=first, label="dataset preset config", elem_id="config")
+    w.cat_dd = gr.Dropdown(choices=cats + [CUSTOM], value=(cats[0] if cats else CUSTOM),
+                           label="category", elem_id="category")
+    w.method = gr.Radio(method_choices(), value=AUTO, label="method", elem_id="method",
+                        info="auto: full SAA+ (saa) when its model files exist, else lite (saliency "
+                             "only); every registered method is listed")
+    w.part = _custom_part_widgets(gr)
+    w.run_btn = gr.Button("Run", variant="primary", elem_id="run")
+    return w
+
+
+def _custom_part_widgets(gr) -> list:
+    """The custom part's form: object word, objects per image, K, area ratio, captions."""
+    with gr.Accordion("custom part (category = custom)", open=False):
+        obj = gr.Textbox(label="object word", placeholder="metal bracket")
+        with gr.Row():
+            n_obj = gr.Number(value=1, precision=0, minimum=1, label="objects per image")
+            k = gr.Number(value=3, precision=0, minimum=1, label="K (max regions)")
+            area = gr.Number(value=0.3, minimum=0.0001, maximum=1, label="area ratio")
+        caps = gr.Textbox(lines=3, label="captions, one a line: caption | filter word",
+                          placeholder="scratch. dent. | bracket")
+    return [obj, n_obj, k, area, caps]
+
+
+def _output_widgets(gr) -> SimpleNamespace:
+    """The right column: message, result picture, saliency, regions table, downloads."""
+    w = SimpleNamespace()
+    w.msg = gr.Markdown(elem_id="message")
+    # no label badge over the picture: it would hide the score line at its top
+    w.overlay = gr.Image(label="anomaly map + regions", show_label=False, type="numpy",
+                         interactive=False, elem_id="result-image", format="png")
+    w.saliency = gr.Image(label="saliency", type="numpy", interactive=False, elem_id="saliency-image",
+                          format="png")
+    w.table = gr.Dataframe(headers=["caption", "status", "score", "re-scored", "box xyxy"],
+                           label="regions", interactive=False, elem_id="regions")
+    w.files = gr.File(label="download: the map (.npy float32, .png), the panels, the .json",
+                      file_count="multiple", elem_id="downloads")
+    return w
+
+
+def _wire(gr, runner: Runner, i: SimpleNamespace, o: SimpleNamespace) -> None:
+    """The events: a config lists its categories, an upload or sample is checked, Run runs."""
+    i.cfg_dd.change(lambda p: gr.update(choices=runner.categories(p) + [CUSTOM],
+                                        value=(runner.categories(p) or [CUSTOM])[0]), i.cfg_dd, i.cat_dd)
+
+    def checked(path, sample_name, cfg_path):
+        from .samples import category_of_sample
+
+        shown, text = upload_check(runner, path, None if path else sample_name)
+        src = path or sample_name
+        found = category_of_sample(Path(src), runner.categories(cfg_path)) if src and shown is not None else None
+        return shown, text, (gr.update(value=found) if found else gr.update())
+
+    i.image.upload(checked, [i.image, i.sample, i.cfg_dd], [i.preview, o.msg, i.cat_dd])
+    i.image.clear(lambda: (None, ""), None, [i.preview, o.msg])
+    i.sample.change(lambda name, cfg_path: checked(None, name, cfg_path), [i.sample, i.cfg_dd],
+                    [i.preview, o.msg, i.cat_dd])
+    i.run_btn.click(lambda *a: run_once(runner, *a), [i.image, i.sample, i.cfg_dd, i.cat_dd, i.method, *i.part],
+                    [o.overlay, o.saliency, o.table, o.msg, o.files])
+
+
+def build_app(config: Optional[str] = None, overrides: Sequence[str] = ()):
+    """The Gradio app of ``saa ui`` (not started): the input column, the result column, the events."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import gradio as gr
+
+    runner = Runner(overrides)
+    configs, first, cats, samples = _choices(runner, config)
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no Google Fonts
     with gr.Blocks(title="saa — zero-shot anomaly segmentation", theme=theme, analytics_enabled=False) as app:
         gr.Markdown("## saa — zero-shot anomaly segmentation (SAA+)\nEverything runs on this machine.")
         with gr.Row():
             with gr.Column():
-                # a plain file upload: saa checks the file itself (type, size, pixels, decodable) and says
-                # what is wrong in one line, instead of an image widget failing before saa sees it
-                image = gr.File(label=f"image (PNG, JPEG, BMP, TIFF or WebP; ≤ {_mb(MAX_FILE_BYTES)}"
-                                      + (f", ≤ {_limit_text(limit)}" if limit else "") + ")",
-                                file_count="single", type="filepath", elem_id="input-image")
-                preview = gr.Image(label="the image", type="numpy", interactive=False, elem_id="input-preview",
-                                   format="png", height=260)
-                sample = gr.Dropdown(choices=[""] + samples, value="", label="…or a bundled sample",
-                                     elem_id="sample")
-                cfg_dd = gr.Dropdown(choices=configs, value=first, label="dataset preset config", elem_id="config")
-                cat_dd = gr.Dropdown(choices=cats + [CUSTOM], value=(cats[0] if cats else CUSTOM),
-                                     label="category", elem_id="category")
-                method = gr.Radio(method_choices(), value=AUTO, label="method", elem_id="method",
-                                  info="auto: full SAA+ (saa) when its model files exist, else lite (saliency "
-                                       "only); every registered method is listed")
-                with gr.Accordion("custom part (category = custom)", open=False):
-                    obj = gr.Textbox(label="object word", placeholder="metal bracket")
-                    with gr.Row():
-                        n_obj = gr.Number(value=1, precision=0, minimum=1, label="objects per image")
-                        k = gr.Number(value=3, precision=0, minimum=1, label="K (max regions)")
-                        area = gr.Number(value=0.3, minimum=0.0001, maximum=1, label="area ratio")
-                    caps = gr.Textbox(lines=3, label="captions, one a line: caption | filter word",
-                                      placeholder="scratch. dent. | bracket")
-                run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                inputs = _input_widgets(gr, configs, first, cats, samples)
             with gr.Column():
-                msg = gr.Markdown(elem_id="message")
-                # no label badge over the picture: it would hide the score line at its top
-                overlay = gr.Image(label="anomaly map + regions", show_label=False, type="numpy",
-                                   interactive=False, elem_id="result-image", format="png")
-                saliency = gr.Image(label="saliency", type="numpy", interactive=False, elem_id="saliency-image",
-                                    format="png")
-                table = gr.Dataframe(headers=["caption", "status", "score", "re-scored", "box xyxy"],
-                                     label="regions", interactive=False, elem_id="regions")
-                files = gr.File(label="download: the map (.npy float32, .png), the panels, the .json",
-                                file_count="multiple", elem_id="downloads")
-        cfg_dd.change(lambda p: gr.update(choices=runner.categories(p) + [CUSTOM],
-                                          value=(runner.categories(p) or [CUSTOM])[0]), cfg_dd, cat_dd)
-
-        def checked(path, sample_name, cfg_path):
-            from .samples import category_of_sample
-
-            shown, text = upload_check(runner, path, None if path else sample_name)
-            src = path or sample_name
-            found = category_of_sample(Path(src), runner.categories(cfg_path)) if src and shown is not None else None
-            return shown, text, (gr.update(value=found) if found else gr.update())
-
-        image.upload(checked, [image, sample, cfg_dd], [preview, msg, cat_dd])
-        image.clear(lambda: (None, ""), None, [preview, msg])
-        sample.change(lambda name, cfg_path: checked(None, name, cfg_path), [sample, cfg_dd], [preview, msg, cat_dd])
-        run_btn.click(lambda *a: run_once(runner, *a), [image, sample, cfg_dd, cat_dd, method, obj, n_obj, k, area, caps],
-                      [overlay, saliency, table, msg, files])
+                outputs = _output_widgets(gr)
+        _wire(gr, runner, inputs, outputs)
     return app
 
 

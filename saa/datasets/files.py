@@ -210,29 +210,24 @@ def _is_link_back(entry_real: str, parent_real: str) -> bool:
     return parent_real == entry_real or parent_real.startswith(entry_real.rstrip(os.sep) + os.sep)
 
 
-def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Optional[int] = None) -> list[Path]:
-    """The folders matching ``pattern`` (relative to ``anchor``; ``*``, ``?``, ``[...]`` and ``**``
-    as in :meth:`pathlib.Path.glob`), sorted, hidden ones left out.
+class _BoundedGlob:
+    """One run of :func:`glob_folders`: the folders it has looked into and the links it left out."""
 
-    As ``Path.glob`` (Python 3.11), ``**`` does not enter folder links; unlike it, a wildcard never
-    matches a folder link that points back at the folder holding it or one above (left out with a
-    warning: it would list an ancestor as a defect folder), and the pattern may look into at most
-    ``limit`` (default :data:`MAX_GLOB_FOLDERS`) folders before it is refused in one line.
-    """
-    limit = MAX_GLOB_FOLDERS if limit is None else limit
-    visited = 0
-    skipped: list[str] = []
+    def __init__(self, anchor: Path, pattern: str, what: str, limit: int) -> None:
+        self.anchor, self.pattern, self.what, self.limit = anchor, pattern, what, limit
+        self.visited = 0
+        self.skipped: list[str] = []
 
-    def too_many() -> DatasetError:
-        return DatasetError(f"{what} {pattern!r} under {anchor} looks into more than {limit} folders; "
-                            "give a narrower pattern")
+    def too_many(self) -> DatasetError:
+        """The one-line refusal of a pattern that looks into more than ``limit`` folders."""
+        return DatasetError(f"{self.what} {self.pattern!r} under {self.anchor} looks into more than "
+                            f"{self.limit} folders; give a narrower pattern")
 
-    def scan(folder: Path) -> list[tuple[str, bool, bool]]:
-        """(name, is a folder, is a link) of the entries of ``folder``."""
-        nonlocal visited
-        visited += 1
-        if visited > limit:
-            raise too_many()
+    def scan(self, folder: Path) -> list[tuple[str, bool, bool]]:
+        """(name, is a folder, is a link) of the entries of ``folder``; counts it as looked into."""
+        self.visited += 1
+        if self.visited > self.limit:
+            raise self.too_many()
         try:
             with os.scandir(folder) as it:
                 out = []
@@ -245,19 +240,20 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
         except OSError:
             return []
 
-    def child(path: Path, real: str, name: str, link: bool) -> Optional[tuple[Path, str]]:
+    def child(self, path: Path, real: str, name: str, link: bool) -> Optional[tuple[Path, str]]:
+        """The entry ``name`` of ``path`` with its real path, or None for a link back up (noted)."""
         p = path / name
         if not link:
             return p, os.path.join(real, name)
         target = os.path.realpath(p)
         if _is_link_back(target, real):
-            skipped.append(f"{p} -> {target}")
+            self.skipped.append(f"{p} -> {target}")
             return None
         return p, target
 
-    def descend(path: Path, real: str, seen: set[str]) -> Iterable[tuple[Path, str]]:
-        # "**": the folder itself and every folder below it, each real folder once; as in
-        # Path.glob, "**" does not enter folder links (so a link loop cannot make it endless)
+    def descend(self, path: Path, real: str, seen: set[str]) -> Iterable[tuple[Path, str]]:
+        """``**``: the folder itself and every folder below it, each real folder once; as in
+        Path.glob, ``**`` does not enter folder links (so a link loop cannot make it endless)."""
         stack = [(path, real)]
         while stack:
             p, r = stack.pop()
@@ -265,34 +261,75 @@ def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Op
                 continue
             seen.add(r)
             yield p, r
-            for name, is_dir, link in sorted(scan(p), reverse=True):
+            for name, is_dir, link in sorted(self.scan(p), reverse=True):
                 if is_dir and not link:
                     stack.append((p / name, os.path.join(r, name)))
 
-    current: list[tuple[Path, str]] = [(anchor, os.path.realpath(anchor))]
-    for part in PurePath(pattern).parts:
+    def all_below(self, current: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+        """The folders a ``**`` part matches below every current folder."""
         nxt: list[tuple[Path, str]] = []
+        seen: set[str] = set()
+        for p, r in current:
+            nxt += list(self.descend(p, r, seen))
+        return nxt
+
+    def wildcard(self, current: list[tuple[Path, str]], part: str) -> list[tuple[Path, str]]:
+        """The sub-folders whose name matches the wildcard ``part``, links back up left out."""
+        nxt: list[tuple[Path, str]] = []
+        for p, r in current:
+            for name, is_dir, link in sorted(self.scan(p)):
+                if is_dir and fnmatch.fnmatch(name, part):
+                    c = self.child(p, r, name, link)
+                    if c is not None:
+                        nxt.append(c)
+        return nxt
+
+    @staticmethod
+    def literal(current: list[tuple[Path, str]], part: str) -> list[tuple[Path, str]]:
+        """The sub-folder named exactly ``part`` of every current folder that has one."""
+        nxt: list[tuple[Path, str]] = []
+        for p, _ in current:
+            q = p / part
+            if q.is_dir():
+                nxt.append((q, os.path.realpath(q)))
+        return nxt
+
+    def step(self, current: list[tuple[Path, str]], part: str) -> list[tuple[Path, str]]:
+        """The folders matching one more part of the pattern; refused past ``limit`` of them."""
         if part == "**":
-            seen: set[str] = set()
-            for p, r in current:
-                nxt += list(descend(p, r, seen))
+            nxt = self.all_below(current)
         elif GLOB_CHARS & set(part):
-            for p, r in current:
-                for name, is_dir, link in sorted(scan(p)):
-                    if is_dir and fnmatch.fnmatch(name, part):
-                        c = child(p, r, name, link)
-                        if c is not None:
-                            nxt.append(c)
+            nxt = self.wildcard(current, part)
         else:
-            for p, r in current:
-                q = p / part
-                if q.is_dir():
-                    nxt.append((q, os.path.realpath(q)))
-        if len(nxt) > limit:
-            raise too_many()
-        current = nxt
-    if skipped:
-        log.warning("%s %r: left out %d folder link(s) pointing back at a folder above them: %s",
-                    what, pattern, len(skipped), ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
-    found = {p for p, _ in current if not is_hidden(p)}
-    return sorted(found)
+            nxt = self.literal(current, part)
+        if len(nxt) > self.limit:
+            raise self.too_many()
+        return nxt
+
+    def warn_skipped(self) -> None:
+        """One warning naming (a few of) the folder links left out."""
+        if self.skipped:
+            shown = ", ".join(self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
+            log.warning("%s %r: left out %d folder link(s) pointing back at a folder above them: %s",
+                        self.what, self.pattern, len(self.skipped), shown)
+
+    def run(self) -> list[Path]:
+        """The matching folders, sorted, hidden ones left out."""
+        current: list[tuple[Path, str]] = [(self.anchor, os.path.realpath(self.anchor))]
+        for part in PurePath(self.pattern).parts:
+            current = self.step(current, part)
+        self.warn_skipped()
+        return sorted({p for p, _ in current if not is_hidden(p)})
+
+
+def glob_folders(anchor: Path, pattern: str, *, what: str = "pattern", limit: Optional[int] = None) -> list[Path]:
+    """The folders matching ``pattern`` (relative to ``anchor``; ``*``, ``?``, ``[...]`` and ``**``
+    as in :meth:`pathlib.Path.glob`), sorted, hidden ones left out.
+
+    As ``Path.glob`` (Python 3.11), ``**`` does not enter folder links; unlike it, a wildcard never
+    matches a folder link that points back at the folder holding it or one above (left out with a
+    warning: it would list an ancestor as a defect folder), and the pattern may look into at most
+    ``limit`` (default :data:`MAX_GLOB_FOLDERS`) folders before it is refused in one line.
+    """
+    limit = MAX_GLOB_FOLDERS if limit is None else limit
+    return _BoundedGlob(anchor, pattern, what, limit).run()

@@ -79,6 +79,93 @@ def _write_binary_mask(src: Path, dst: Path) -> bool:
     return True
 
 
+_SUBFOLDERS = {("train", "normal"): "train/good", ("test", "normal"): "test/good", ("test", "anomaly"): "test/bad"}
+
+
+def _user_path(path: str | os.PathLike) -> Path:
+    """A path the user gave, ``~`` expanded."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def _find_split_csv(raw: Path, split_csv: str | os.PathLike | None) -> Path:
+    """The ``1cls.csv`` file: given, inside the folder given, or ``<raw>/split_csv/1cls.csv``."""
+    if split_csv is None:
+        csv_path = raw / "split_csv" / "1cls.csv"
+    else:
+        csv_path = _user_path(split_csv)
+        if csv_path.is_dir():
+            csv_path = csv_path / "1cls.csv"
+    if not csv_path.is_file():
+        raise _visa_error("split csv not found", csv_path)
+    return csv_path
+
+
+def _row_subfolder(row: dict[str, str], where: str) -> str:
+    """The output subfolder (``train/good``, ``test/good``, ``test/bad``) of one csv row."""
+    sub = _SUBFOLDERS.get((row["split"].lower(), row["label"].lower()))
+    if sub is None:
+        raise _visa_error(
+            f"unexpected split/label {row['split']!r}/{row['label']!r} (expected train/normal, "
+            f"test/normal or test/anomaly)", where,
+        )
+    return sub
+
+
+class _VisaPlan:
+    """The files ``prepare_visa`` will write, every source checked before anything is written."""
+
+    def __init__(self, raw: Path, out: Path, csv_path: Path) -> None:
+        self.raw, self.out, self.csv_path = raw, out, csv_path
+        self.steps: list[tuple[str, Path, Path]] = []  # (kind, src, dst)
+        self.targets: dict[Path, Path] = {}
+        self.counts = {"categories": 0, "train_good": 0, "test_good": 0, "test_bad": 0, "masks": 0,
+                       "written": 0, "unchanged": 0}
+        self.categories: set[str] = set()
+
+    def add_row(self, row: dict[str, str]) -> None:
+        """Plan the image of one csv row (and its mask when it is anomalous)."""
+        where = f"{self.csv_path} line {row['_line']}"
+        obj = row["object"]
+        if not obj or not row["image"]:
+            raise _visa_error("split csv row without object or image", where)
+        sub = _row_subfolder(row, where)
+        src = self._add_image(row, obj, sub, where)
+        if sub == "test/bad":
+            self._add_mask(row, obj, src, where)
+
+    def _add_image(self, row: dict[str, str], obj: str, sub: str, where: str) -> Path:
+        """Plan one image copy; two rows writing one output file are refused."""
+        src = self.raw / row["image"]
+        if not src.is_file():
+            raise _visa_error(f"image listed in the split csv ({where}) not found", src)
+        dst = self.out / obj / sub / src.name
+        if dst in self.targets and self.targets[dst] != src:
+            raise _visa_error(f"two csv rows write the same output file ({self.targets[dst]} and {src})", dst)
+        self.targets[dst] = src
+        self.steps.append(("image", src, dst))
+        self.counts[sub.replace("/", "_")] += 1
+        self.categories.add(obj)
+        return src
+
+    def _add_mask(self, row: dict[str, str], obj: str, image: Path, where: str) -> None:
+        """Plan the 0/255 PNG mask of an anomalous image."""
+        if not row["mask"]:
+            raise _visa_error("anomalous image without a mask in the split csv", where)
+        msrc = self.raw / row["mask"]
+        if not msrc.is_file():
+            raise _visa_error(f"mask listed in the split csv ({where}) not found", msrc)
+        self.steps.append(("mask", msrc, self.out / obj / "ground_truth" / "bad" / f"{image.stem}.png"))
+        self.counts["masks"] += 1
+
+    def write(self) -> dict[str, int]:
+        """Write every planned file not already up to date; the counts."""
+        self.counts["categories"] = len(self.categories)
+        for kind, src, dst in self.steps:
+            changed = _copy_preserving(src, dst) if kind == "image" else _write_binary_mask(src, dst)
+            self.counts["written" if changed else "unchanged"] += 1
+        return self.counts
+
+
 def prepare_visa(
     raw_root: str | os.PathLike,
     out_root: str | os.PathLike,
@@ -95,69 +182,17 @@ def prepare_visa(
 
     Returns counts: categories, train_good, test_good, test_bad, masks, written, unchanged.
     """
-    raw = Path(os.path.expanduser(os.fspath(raw_root)))
-    out = Path(os.path.expanduser(os.fspath(out_root)))
+    raw = _user_path(raw_root)
+    out = _user_path(out_root)
     if not raw.is_dir():
         raise _visa_error("raw VisA folder does not exist", raw)
-    if split_csv is None:
-        csv_path = raw / "split_csv" / "1cls.csv"
-    else:
-        csv_path = Path(os.path.expanduser(os.fspath(split_csv)))
-        if csv_path.is_dir():
-            csv_path = csv_path / "1cls.csv"
-    if not csv_path.is_file():
-        raise _visa_error("split csv not found", csv_path)
+    csv_path = _find_split_csv(raw, split_csv)
     rows = _read_split_csv(csv_path)
     wanted = set(categories) if categories is not None else None
-
-    # plan and check everything first
-    plan: list[tuple[str, Path, Path]] = []  # (kind, src, dst)
-    targets: dict[Path, Path] = {}
-    counts = {"categories": 0, "train_good": 0, "test_good": 0, "test_bad": 0, "masks": 0,
-              "written": 0, "unchanged": 0}
-    cats: set[str] = set()
+    plan = _VisaPlan(raw, out, csv_path)
     for row in rows:
-        where = f"{csv_path} line {row['_line']}"
-        obj, split, label = row["object"], row["split"].lower(), row["label"].lower()
-        if wanted is not None and obj not in wanted:
-            continue
-        if not obj or not row["image"]:
-            raise _visa_error("split csv row without object or image", where)
-        if (split, label) == ("train", "normal"):
-            sub = "train/good"
-        elif (split, label) == ("test", "normal"):
-            sub = "test/good"
-        elif (split, label) == ("test", "anomaly"):
-            sub = "test/bad"
-        else:
-            raise _visa_error(
-                f"unexpected split/label {row['split']!r}/{row['label']!r} (expected train/normal, "
-                f"test/normal or test/anomaly)", where,
-            )
-        src = raw / row["image"]
-        if not src.is_file():
-            raise _visa_error(f"image listed in the split csv ({where}) not found", src)
-        dst = out / obj / sub / src.name
-        if dst in targets and targets[dst] != src:
-            raise _visa_error(f"two csv rows write the same output file ({targets[dst]} and {src})", dst)
-        targets[dst] = src
-        plan.append(("image", src, dst))
-        counts[sub.replace("/", "_")] += 1
-        cats.add(obj)
-        if sub == "test/bad":
-            if not row["mask"]:
-                raise _visa_error("anomalous image without a mask in the split csv", where)
-            msrc = raw / row["mask"]
-            if not msrc.is_file():
-                raise _visa_error(f"mask listed in the split csv ({where}) not found", msrc)
-            plan.append(("mask", msrc, out / obj / "ground_truth" / "bad" / f"{src.stem}.png"))
-            counts["masks"] += 1
-    if wanted is not None and not cats:
+        if wanted is None or row["object"] in wanted:
+            plan.add_row(row)
+    if wanted is not None and not plan.categories:
         raise _visa_error(f"none of the categories {sorted(wanted)} appears in the split csv", csv_path)
-    counts["categories"] = len(cats)
-
-    for kind, src, dst in plan:
-        changed = _copy_preserving(src, dst) if kind == "image" else _write_binary_mask(src, dst)
-        counts["written" if changed else "unchanged"] += 1
-    return counts
-
+    return plan.write()
