@@ -325,11 +325,7 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: RunFolde
     every image is scored against instead (no pass 1; read-only, so shards share it)."""
     from tqdm.auto import tqdm
 
-    if batch_size is None:
-        batch_size = int(getattr(getattr(method.config, "models", None), "batch_size", 1) or 1)
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    batch_size = int(batch_size)
+    batch_size = _batch_size(method, batch_size)
     workers = decode_workers(batch_size) if workers is None else max(0, int(workers))
     cat = _Category(method, dataset, category, store, resume, batch_size, workers, reference_bank)
     barrier = barrier or (lambda: None)
@@ -339,58 +335,20 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: RunFolde
     t_start = time.perf_counter()
     tag = "" if world == 1 else f" [rank {rank}/{world}]"
 
-    bank = None
-    known: dict[int, ImageResult] = {}  # results already read by the check below (not read twice)
+    bank, known = None, {}
     if cat.refs:
-        # every process sees the same files here: maps of the category are written after the barrier.
-        # A shard (collect=False) stops at the first missing map; an evaluation keeps what it read.
-        if collect:
-            found = {i: cat.stored(i) for i in range(len(cat.samples))}
-            need = any(r is None for r in found.values())
-            shard = set(mine)
-            known = {i: r for i, r in found.items() if r is not None and i in shard}
-        else:
-            need = any(cat.stored(i) is None for i in range(len(cat.samples)))
-        t0 = time.perf_counter()
-        if need:
-            run.features_computed = cat.pass_one(mine, progress, f"{category} features{tag}")
-        barrier()
-        if need:
-            bank = method.bank_from_store(cat.features(), cat.keys)
-            run.seconds["cross_features"] = time.perf_counter() - t0
-
+        bank, known = _pass_one(cat, run, mine, collect, progress, barrier, tag)
     bar = tqdm(total=len(mine), desc=category + tag, unit="img", disable=not progress, dynamic_ncols=True,
                leave=True, position=rank if world > 1 else None)
-    results: dict[int, ImageResult] = {}
-    todo = []
-    for i in mine:  # the stored results (read here: small), and what is left to compute
-        res = known.pop(i, None) or cat.stored(i)
-        if res is None:
-            todo.append(i)
-            continue
-        run.reused += 1
-        if collect:
-            results[i] = res
-        bar.update(1)
-    if todo and cat.refs and bank is None:  # a result vanished after the check above
+    results, todo = _stored(cat, run, mine, known, collect, bar)
+    if todo and cat.refs and bank is None:  # a result vanished after the check of pass 1
         if world > 1:
             raise SaaError(f"{cat.store.result_path(cat.keys[todo[0]])} disappeared during the run; run again")
         t0 = time.perf_counter()
         run.features_computed += cat.pass_one(range(len(cat.samples)), progress, f"{category} features")
         bank = method.bank_from_store(cat.features(), cat.keys)
         run.seconds["cross_features"] = run.seconds.get("cross_features", 0.0) + time.perf_counter() - t0
-
-    t_predict = 0.0
-    for batch in cat.batches(todo):
-        t0 = time.perf_counter()
-        got = cat.compute(batch, bank)
-        t_predict += time.perf_counter() - t0
-        run.computed += len(batch)
-        if collect:
-            results.update({i: r for (i, _), r in zip(batch, got)})
-        bar.update(len(batch))
-        if progress:
-            bar.set_postfix(computed=run.computed, reused=run.reused, refresh=False)
+    t_predict = _compute(cat, run, todo, bank, results if collect else None, bar, progress)
     bar.close()
     run.results = [results.get(i) for i in mine]
     if cat.refs:
@@ -401,3 +359,72 @@ def run_category(method, dataset: AnomalyDataset, category: str, store: RunFolde
     if run.computed:
         run.seconds["per_computed_image"] = t_predict / run.computed
     return run
+
+
+def _batch_size(method, batch_size: Optional[int]) -> int:
+    """``batch_size``, or the config's ``models.batch_size`` (default 1); at least 1."""
+    if batch_size is None:
+        batch_size = int(getattr(getattr(method.config, "models", None), "batch_size", 1) or 1)
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    return int(batch_size)
+
+
+def _pass_one(cat: _Category, run: CategoryRun, mine: list[int], collect: bool, progress: bool, barrier,
+              tag: str) -> tuple:
+    """Pass 1 of a method with references, when any map of the category must be computed: this
+    process's share of the features, a wait for the others, the bank of all. Returns (the bank or
+    None, the stored results of this share already read by the check)."""
+    # every process sees the same files here: maps of the category are written after the barrier.
+    # A shard (collect=False) stops at the first missing map; an evaluation keeps what it read.
+    known: dict[int, ImageResult] = {}
+    if collect:
+        found = {i: cat.stored(i) for i in range(len(cat.samples))}
+        need = any(r is None for r in found.values())
+        shard = set(mine)
+        known = {i: r for i, r in found.items() if r is not None and i in shard}
+    else:
+        need = any(cat.stored(i) is None for i in range(len(cat.samples)))
+    t0 = time.perf_counter()
+    if need:
+        run.features_computed = cat.pass_one(mine, progress, f"{cat.name} features{tag}")
+    barrier()
+    bank = None
+    if need:
+        bank = cat.method.bank_from_store(cat.features(), cat.keys)
+        run.seconds["cross_features"] = time.perf_counter() - t0
+    return bank, known
+
+
+def _stored(cat: _Category, run: CategoryRun, mine: list[int], known: dict, collect: bool, bar):
+    """The stored results of this share (read here: small) and the images left to compute."""
+    results: dict[int, ImageResult] = {}
+    todo = []
+    for i in mine:
+        res = known.pop(i, None) or cat.stored(i)
+        if res is None:
+            todo.append(i)
+            continue
+        run.reused += 1
+        if collect:
+            results[i] = res
+        bar.update(1)
+    return results, todo
+
+
+def _compute(cat: _Category, run: CategoryRun, todo: list[int], bank, results: Optional[dict], bar,
+             progress: bool) -> float:
+    """Predict and store the images of ``todo`` in batches (kept in ``results`` unless None);
+    returns the seconds spent predicting."""
+    t_predict = 0.0
+    for batch in cat.batches(todo):
+        t0 = time.perf_counter()
+        got = cat.compute(batch, bank)
+        t_predict += time.perf_counter() - t0
+        run.computed += len(batch)
+        if results is not None:
+            results.update({i: r for (i, _), r in zip(batch, got)})
+        bar.update(len(batch))
+        if progress:
+            bar.set_postfix(computed=run.computed, reused=run.reused, refresh=False)
+    return t_predict

@@ -304,6 +304,148 @@ def _light(pred):
                                object_masks=None, kept_masks=None, trace={})
 
 
+class _FewRun:
+    """One call of :func:`run_few` in named steps: decode, pass 1 (the images as each other's
+    references), predict one image, its scores and mask, its result, its pictures (now, or once
+    the colour scale is known)."""
+
+    def __init__(self, method, category, out, decision, bank, options, on_result, on_failure):
+        from ..visualize import MapScale
+
+        self.method, self.category, self.out, self.decision, self.bank = method, category, out, decision, bank
+        self.options, self.on_result, self.on_failure = options, on_result, on_failure
+        self.outcome = FewOutcome()
+        self.scratch = _Scratch(out)
+        self.stash = _Stash(self.scratch, STASH_MEMORY_BYTES)
+        self.norm = decision.normalisation if decision is not None else None
+        own_scale = getattr(decision, "map_scale", None)
+        self.outcome.scale = (MapScale(0.0, 1.0, "normalised") if self.norm is not None
+                              else (own_scale() if own_scale else None))
+        self.review_t = getattr(decision, "review_threshold", None)
+        self.own_bank = None
+        self.passed_one = bank is None and method.needs_references
+        self.pictures = bool(options.overlay or options.panels) and (out is not None or options.keep_pictures)
+        self.drawn_now = self.outcome.scale is not None
+        self.ranges: list[tuple[float, float]] = []
+
+    def fail(self, inp: FewInput, why: str) -> None:
+        self.outcome.failed.append((inp, why))
+        log.error("%s (skipped)", why)
+        if self.on_failure is not None:
+            self.on_failure(inp, why)
+
+    def decode(self, inp: FewInput) -> Optional[np.ndarray]:
+        if inp.rgb is not None:
+            return inp.rgb
+        from ..image_io import read_rgb
+
+        try:
+            return read_rgb(inp.path)
+        except ImageReadError as e:
+            self.fail(inp, display_name(str(e)))
+            return None
+
+    def pass_one(self, todo: list[FewInput]) -> list[FewInput]:
+        """The readable inputs' reference features (their images stashed for the predictions); with
+        two or more, the bank they form."""
+        from ..saliency.bank import FeatureStore
+
+        store, ok = FeatureStore(self.scratch() / "features"), []
+        for inp in todo:
+            rgb = self.decode(inp)
+            if rgb is None:
+                continue
+            key = str(len(ok))
+            store.put(key, self.method.reference_features(rgb))
+            if inp.rgb is None:
+                self.stash.put("rgb" + key, rgb=rgb)
+            ok.append(inp)
+        if len(ok) >= 2:
+            self.own_bank = self.method.bank_from_store(store, [str(i) for i in range(len(ok))])
+        return ok
+
+    def image(self, i: int, inp: FewInput) -> Optional[np.ndarray]:
+        """The decoded image of the ``i``-th input (from pass 1's stash, or decoded now)."""
+        if self.passed_one:
+            return inp.rgb if inp.rgb is not None else self.stash.pop("rgb" + str(i), ["rgb"])["rgb"]
+        return self.decode(inp)
+
+    def predict(self, i: int, inp: FewInput, rgb: np.ndarray):
+        bank = self.bank
+        if bank is not None and hasattr(bank, "for_image"):  # a ReferenceBank: its per-image scorer
+            return bank.predict(self.method, rgb, self.category, path=inp.path)
+        if bank is not None:
+            return self.method.predict(rgb, self.category, bank=bank, index=None)
+        own = self.own_bank
+        return self.method.predict(rgb, self.category, bank=own, index=i if own is not None else None)
+
+    def scored(self, amap, full, raw_score: float, shape):
+        """(score, the map as drawn, the predicted mask or None): the run's arithmetic on the
+        ``out_size`` map as the run stored it, or the raw scale (a bank's thresholds)."""
+        from ..metrics import normalize_with
+        from ..verdict import predicted_mask
+
+        decision, norm = self.decision, self.norm
+        if norm is not None:
+            eval_maps, scores = norm.apply([amap])
+            mask = predicted_mask(eval_maps[0], decision.pixel_threshold, shape)
+            shown = np.zeros_like(full) if norm.constant else normalize_with(full, norm.lo, norm.hi)
+            return float(scores[0]), shown, mask
+        mask = None
+        if decision is not None and decision.pixel_threshold is not None:
+            mask = predicted_mask(amap, decision.pixel_threshold, shape)
+        return raw_score, full, mask
+
+    def result(self, inp: FewInput, pred, raw_score: float, score: float) -> FewResult:
+        d = self.decision
+        return FewResult(inp, pred if self.options.keep_arrays else _light(pred), raw_score, score,
+                         "normalised" if self.norm is not None else "raw",
+                         d.verdict(score) if d is not None else None,
+                         d.image_threshold if d is not None else None,
+                         d.pixel_threshold if d is not None else None,
+                         d.source if d is not None else None, review_threshold=self.review_t)
+
+    def one(self, i: int, inp: FewInput) -> None:
+        """Predict, score, write and report one input; draw it now or keep what its pictures need."""
+        rgb = self.image(i, inp)
+        if rgb is None:
+            return
+        pred = self.predict(i, inp, rgb)
+        amap = np.asarray(pred.anomaly_map, dtype=np.float32)
+        full = np.asarray(pred.anomaly_map_full, dtype=np.float32)
+        raw_score = float(pred.score)
+        score, shown, mask = self.scored(amap, full, raw_score, rgb.shape[:2])
+        res = self.result(inp, pred, raw_score, score)
+        if self.out is not None:
+            _write_files(self.out, res, pred, amap, full, mask, self.options)
+        self.outcome.results.append(res)
+        if self.on_result is not None:
+            self.on_result(res)
+        saliency = pred.saliency if self.options.panels and "saliency" in self.options.panels else None
+        del pred
+        if not self.pictures:
+            return
+        if self.drawn_now:
+            _draw(self.out, res, rgb, shown, saliency, mask, self.outcome.scale, self.options)
+        else:
+            self.ranges.append((float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0))
+            self.stash.put("draw" + str(len(self.outcome.results) - 1), rgb=rgb if inp.rgb is None else None,
+                           shown=shown, saliency=saliency)
+
+    def draw_deferred(self) -> None:
+        """The pictures kept for later, on one raw scale from the lowest to the highest map value."""
+        from ..visualize import MapScale
+
+        if not (self.pictures and not self.drawn_now and self.outcome.results):
+            return
+        scale = MapScale(min(r[0] for r in self.ranges), max(r[1] for r in self.ranges), "raw")
+        self.outcome.scale = scale
+        for j, res in enumerate(self.outcome.results):
+            got = self.stash.pop("draw" + str(j), ["rgb", "shown", "saliency"])
+            rgb = res.input.rgb if got["rgb"] is None else got["rgb"]
+            _draw(self.out, res, rgb, got["shown"], got["saliency"], None, scale, self.options)
+
+
 def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, decision=None, bank=None,
             options: FewOptions = FewOptions(), on_result: Optional[Callable[[FewResult], None]] = None,
             on_failure: Optional[Callable[[FewInput, str], None]] = None) -> FewOutcome:
@@ -317,118 +459,20 @@ def run_few(method, category: str, inputs: Sequence[FewInput], *, out=None, deci
     is predicted (its pictures may come later), ``on_failure`` with an input that could not be read
     and why (it is then left out; the others go on).
     """
-    from ..metrics import normalize_with
-    from ..verdict import predicted_mask
-    from ..visualize import MapScale
-
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    outcome = FewOutcome()
-    scratch = _Scratch(out)
-    stash = _Stash(scratch, STASH_MEMORY_BYTES)
-    norm = decision.normalisation if decision is not None else None
-    own_scale = getattr(decision, "map_scale", None)
-    outcome.scale = MapScale(0.0, 1.0, "normalised") if norm is not None else (own_scale() if own_scale else None)
-    review_t = getattr(decision, "review_threshold", None)
-
-    def fail(inp: FewInput, why: str) -> None:
-        outcome.failed.append((inp, why))
-        log.error("%s (skipped)", why)
-        if on_failure is not None:
-            on_failure(inp, why)
-
-    def decode(inp: FewInput) -> Optional[np.ndarray]:
-        if inp.rgb is not None:
-            return inp.rgb
-        from ..image_io import read_rgb
-
-        try:
-            return read_rgb(inp.path)
-        except ImageReadError as e:
-            fail(inp, display_name(str(e)))
-            return None
-
+    run = _FewRun(method, category, out, decision, bank, options, on_result, on_failure)
     try:
         todo: list[FewInput] = list(inputs)
-        own_bank = None
-        if bank is None and method.needs_references:  # pass 1: the images given are each other's references
-            from ..saliency.bank import FeatureStore
-
-            store, ok = FeatureStore(scratch() / "features"), []
-            for inp in todo:
-                rgb = decode(inp)
-                if rgb is None:
-                    continue
-                key = str(len(ok))
-                store.put(key, method.reference_features(rgb))
-                if inp.rgb is None:
-                    stash.put("rgb" + key, rgb=rgb)
-                ok.append(inp)
-            todo = ok
-            if len(ok) >= 2:
-                own_bank = method.bank_from_store(store, [str(i) for i in range(len(ok))])
-
-        passed_one = bank is None and method.needs_references
-        pictures = bool(options.overlay or options.panels) and (out is not None or options.keep_pictures)
-        drawn_now = outcome.scale is not None
-        ranges: list[tuple[float, float]] = []
+        if run.passed_one:
+            todo = run.pass_one(todo)
         for i, inp in enumerate(todo):
-            if passed_one:
-                rgb = inp.rgb if inp.rgb is not None else stash.pop("rgb" + str(i), ["rgb"])["rgb"]
-            else:
-                rgb = decode(inp)
-                if rgb is None:
-                    continue
-            if bank is not None and hasattr(bank, "for_image"):  # a ReferenceBank: its per-image scorer
-                pred = bank.predict(method, rgb, category, path=inp.path)
-            elif bank is not None:
-                pred = method.predict(rgb, category, bank=bank, index=None)
-            else:
-                pred = method.predict(rgb, category, bank=own_bank, index=i if own_bank is not None else None)
-            amap = np.asarray(pred.anomaly_map, dtype=np.float32)
-            full = np.asarray(pred.anomaly_map_full, dtype=np.float32)
-            raw_score = float(pred.score)
-            mask = None
-            if norm is not None:  # the run's arithmetic, on the out_size map as the run stored it
-                eval_maps, scores = norm.apply([amap])
-                score = float(scores[0])
-                mask = predicted_mask(eval_maps[0], decision.pixel_threshold, rgb.shape[:2])
-                shown = np.zeros_like(full) if norm.constant else normalize_with(full, norm.lo, norm.hi)
-            else:
-                score, shown = raw_score, full
-                if decision is not None and decision.pixel_threshold is not None:  # raw scale (a bank's)
-                    mask = predicted_mask(amap, decision.pixel_threshold, rgb.shape[:2])
-            res = FewResult(inp, pred if options.keep_arrays else _light(pred), raw_score, score,
-                            "normalised" if norm is not None else "raw",
-                            decision.verdict(score) if decision is not None else None,
-                            decision.image_threshold if decision is not None else None,
-                            decision.pixel_threshold if decision is not None else None,
-                            decision.source if decision is not None else None, review_threshold=review_t)
-            if out is not None:
-                _write_files(out, res, pred, amap, full, mask, options)
-            outcome.results.append(res)
-            if on_result is not None:
-                on_result(res)
-            saliency = pred.saliency if options.panels and "saliency" in options.panels else None
-            del pred
-            if not pictures:
-                continue
-            if drawn_now:
-                _draw(out, res, rgb, shown, saliency, mask, outcome.scale, options)
-            else:
-                ranges.append((float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0))
-                stash.put("draw" + str(len(outcome.results) - 1), rgb=rgb if inp.rgb is None else None,
-                          shown=shown, saliency=saliency)
-        if pictures and not drawn_now and outcome.results:
-            outcome.scale = MapScale(min(r[0] for r in ranges), max(r[1] for r in ranges), "raw")
-            for j, res in enumerate(outcome.results):
-                got = stash.pop("draw" + str(j), ["rgb", "shown", "saliency"])
-                rgb = res.input.rgb if got["rgb"] is None else got["rgb"]
-                _draw(out, res, rgb, got["shown"], got["saliency"], None, outcome.scale, options)
+            run.one(i, inp)
+        run.draw_deferred()
     finally:
-        scratch.remove()
-    return outcome
+        run.scratch.remove()
+    return run.outcome
 
 
 def _write_files(out: Path, res: FewResult, pred, amap, full, mask, options: FewOptions) -> None:

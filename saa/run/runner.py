@@ -135,65 +135,24 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str,
     t0 = time.perf_counter()
     norm_maps, scores, note, normalisation = category_maps_and_scale(raw, eval_size, category)
     del raw
-    notes = [] if note is None else [note]
     if note:
         log.warning(note)
     labels = [s.label for s in samples]
-    labelled = all(lab is not None for lab in labels)
-    counts = {
-        "images": len(samples),
-        "normal": sum(lab == 0 for lab in labels),
-        "anomalous": sum(lab == 1 for lab in labels),
-        "unlabelled": sum(lab is None for lab in labels),
-    }
-    decision = None
-    unavailable: dict[str, str] = {}
-    warnings: list[str] = []
-    thresholds = {"image_threshold": None, "pixel_threshold": None}
-    if labelled:
-        masks, defect_pixels = None, None
-        if dataset.has_masks:
-            masks = resize_masks([dataset.load_mask(s, hw) for s, hw in zip(samples, sizes)], eval_size)
-            defect_pixels = bool(masks.any())
-        metrics, thresholds = category_evaluation(labels, scores, masks, norm_maps)
-        del masks
-        reasons = unavailable_metrics(counts["normal"], counts["anomalous"], dataset.has_masks, defect_pixels)
-        unavailable = {k: reasons.get(k, "undefined on this category's images") for k in METRIC_KEYS
-                       if metrics.get(k) is None}
-        quality = decision_quality(labels, scores, thresholds["image_threshold"], metrics.get("image_auroc"))
-        decision = decision_record(thresholds, normalisation, method.name, method.fingerprint(category, None),
-                                   int(method.config.out_size), quality)
-        for line in describe_unavailable(category, unavailable):
-            notes.append(line)
-            warnings.append(line)
-        weak = _weak_warning(category, decision)
-        if weak:
-            notes.append(weak)
-            warnings.append(weak)
-    else:
-        metrics = {k: None for k in METRIC_KEYS}
+    counts = _label_counts(labels)
+    judged = _Judged(notes=[] if note is None else [note])
+    if all(lab is not None for lab in labels):
+        judged = _judge(method, dataset, category, samples, sizes, labels, counts, scores, norm_maps,
+                        normalisation, eval_size, judged.notes)
     t_metrics = time.perf_counter() - t0
 
-    image_t = thresholds["image_threshold"]
+    image_t = judged.thresholds["image_threshold"]
     verdicts = [verdict_of(n, image_t) for n in scores]
     cstore = folder.category(category)
     # image_score with repr precision: the verdict (score >= threshold) can be re-checked from the file
     cstore.write_scores([(s.key, "" if s.label is None else str(s.label), f"{r:.8g}", repr(float(n)), v or "")
                          for s, r, n, v in zip(samples, raw_scores, scores, verdicts)])
-
-    masks_dir = None
-    if save_masks:
-        if thresholds["pixel_threshold"] is None:
-            msg = (f"{category}: no predicted masks written: they need the pixel threshold of a labelled "
-                   "category with ground-truth masks")
-            log.warning(msg)
-            notes.append(msg)
-        else:
-            cstore.masks_dir.mkdir(parents=True, exist_ok=True)
-            for s, m, hw in zip(samples, norm_maps, sizes):
-                atomic_save_png(cstore.mask_path(s.key), mask_png(predicted_mask(m, thresholds["pixel_threshold"], hw)))
-            masks_dir = str(cstore.masks_dir)
-
+    masks_dir = (_write_masks(cstore, category, samples, norm_maps, sizes, judged.thresholds["pixel_threshold"],
+                              judged.notes) if save_masks else None)
     vand_dir = None
     if vand_root is not None:
         from ..vand import VAND_EXPERIMENT, write_vand_category
@@ -206,10 +165,65 @@ def evaluate_category(method: Method, dataset: AnomalyDataset, category: str,
              seconds["total"])
     counted = None if image_t is None else {"OK": verdicts.count("OK"), "DEFECT": verdicts.count("DEFECT")}
     return CategoryResult(category, [s.key for s in samples], labels, np.asarray(raw_scores), scores,
-                          metrics, counts, run.computed, run.reused, seconds, vand_dir,
+                          judged.metrics, counts, run.computed, run.reused, seconds, vand_dir,
                           run.features_computed if method.needs_references and reference_bank is None else None,
-                          notes, decision, counted, masks_dir, unavailable, run.fingerprint or None, warnings,
-                          references)
+                          judged.notes, judged.decision, counted, masks_dir, judged.unavailable,
+                          run.fingerprint or None, judged.warnings, references)
+
+
+def _label_counts(labels: list) -> dict[str, int]:
+    return {"images": len(labels), "normal": sum(lab == 0 for lab in labels),
+            "anomalous": sum(lab == 1 for lab in labels), "unlabelled": sum(lab is None for lab in labels)}
+
+
+@dataclass
+class _Judged:
+    """A category's metrics and decision (a labelled category), or their absence."""
+
+    metrics: dict = field(default_factory=lambda: {k: None for k in METRIC_KEYS})
+    thresholds: dict = field(default_factory=lambda: {"image_threshold": None, "pixel_threshold": None})
+    decision: Optional[DecisionRecord] = None
+    unavailable: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+def _judge(method: Method, dataset: AnomalyDataset, category: str, samples, sizes, labels, counts, scores,
+           norm_maps, normalisation, eval_size: int, notes: list) -> _Judged:
+    """A labelled category's metrics, F1-optimal thresholds and their decision with its quality; the
+    metrics that cannot be computed, and a weak decision, named in the notes and warnings."""
+    masks, defect_pixels = None, None
+    if dataset.has_masks:
+        masks = resize_masks([dataset.load_mask(s, hw) for s, hw in zip(samples, sizes)], eval_size)
+        defect_pixels = bool(masks.any())
+    metrics, thresholds = category_evaluation(labels, scores, masks, norm_maps)
+    del masks
+    reasons = unavailable_metrics(counts["normal"], counts["anomalous"], dataset.has_masks, defect_pixels)
+    unavailable = {k: reasons.get(k, "undefined on this category's images") for k in METRIC_KEYS
+                   if metrics.get(k) is None}
+    quality = decision_quality(labels, scores, thresholds["image_threshold"], metrics.get("image_auroc"))
+    decision = decision_record(thresholds, normalisation, method.name, method.fingerprint(category, None),
+                               int(method.config.out_size), quality)
+    warnings = list(describe_unavailable(category, unavailable))
+    weak = _weak_warning(category, decision)
+    if weak:
+        warnings.append(weak)
+    return _Judged(metrics, thresholds, decision, unavailable, notes + warnings, warnings)
+
+
+def _write_masks(cstore, category: str, samples, norm_maps, sizes, pixel_threshold, notes: list) -> Optional[str]:
+    """Each image's predicted defect mask (PNG 0/255, image size); none without a pixel threshold
+    (said in ``notes``)."""
+    if pixel_threshold is None:
+        msg = (f"{category}: no predicted masks written: they need the pixel threshold of a labelled "
+               "category with ground-truth masks")
+        log.warning(msg)
+        notes.append(msg)
+        return None
+    cstore.masks_dir.mkdir(parents=True, exist_ok=True)
+    for s, m, hw in zip(samples, norm_maps, sizes):
+        atomic_save_png(cstore.mask_path(s.key), mask_png(predicted_mask(m, pixel_threshold, hw)))
+    return str(cstore.masks_dir)
 
 
 def _with_overrides(config: SaaConfig, overrides: list[str]) -> SaaConfig:
