@@ -59,6 +59,7 @@ LAYOUT_EXCEPTIONS = {
     ("", "conftest"): "the suite's own guards (tests/conftest.py)",
     ("", "install_sh"): "install.sh at the repository root",
     ("", "license"): "LICENSE and the licences section of the README",
+    ("", "readme_commands"): "the README's command blocks, run as a user runs them (the lite path)",
     ("examples", "notebook"): "examples/quickstart.ipynb, run in a real Jupyter kernel",
     ("methods", "contract"): "one contract over every registered method (each folder of saa/methods/)",
     ("methods/saa_plus", "improved_preset"): "the improved preset end to end: settings, bank, pipeline, run, torchrun",
