@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["MEASUREMENTS", "measurements", "figure", "time_phrase", "memory_phrase"]
+__all__ = ["MEASUREMENTS", "measurements", "figure", "time_phrase", "wall_phrase", "memory_phrase"]
 
 MEASUREMENTS = Path(__file__).with_name("measurements.json")
 
@@ -42,6 +42,15 @@ def time_phrase(name: str) -> str:
     s = float(m["seconds_per_image"])
     value = f"{s:.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 0.95 else f"{s:.2f} s"
     return f"{value} per image ({m['threads']} CPU threads)"
+
+
+def wall_phrase(name: str) -> str:
+    """e.g. ``0.58 s per image with start-up, model loading and metrics`` (a whole run's wall time over
+    its images); ``not measured`` when the record has none."""
+    m = figure(name)
+    if m is None or not m.get("wall_seconds_per_image"):
+        return "not measured"
+    return f"{float(m['wall_seconds_per_image']):.2f} s per image with start-up, model loading and metrics"
 
 
 def memory_phrase(name: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saa.measured import MEASUREMENTS, figure, memory_phrase, measurements, time_phrase
+from saa.measured import MEASUREMENTS, figure, memory_phrase, measurements, time_phrase, wall_phrase
 
 from tests.conftest import REPO  # noqa: E402
 #: the records the README's requirements table states, time and memory of each
@@ -32,6 +32,8 @@ def test_the_readme_states_the_recorded_figures(name):
     for phrase in (time_phrase(name), memory_phrase(name)):
         assert "not measured" not in phrase
         assert phrase in readme, f"README.md does not state {phrase!r} (saa/measurements.json, {name})"
+    if name.startswith("lite_"):  # a user's whole run, beside the per-image compute time
+        assert wall_phrase(name) in readme, f"README.md does not state {wall_phrase(name)!r} ({name})"
 
 
 def test_doctor_states_the_recorded_figures():
@@ -54,6 +56,7 @@ def test_phrases_follow_the_file(monkeypatch, tmp_path):
         assert M.time_phrase("x") == "0.61 s per image (2 CPU threads)"
         assert M.memory_phrase("x") == "peak 1.3 GB for 31 images"
         assert M.time_phrase("missing") == "not measured"
+        assert M.wall_phrase("x") == "not measured"  # the record has no wall time
     finally:
         M.measurements.cache_clear()
     assert measurements() is not None
