@@ -103,6 +103,13 @@ def _shims(root: Path) -> dict:
     return env
 
 
+def _repo_status() -> str:
+    """The repository's changed and new (not ignored) files, as git lists them."""
+    r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
+                       text=True)
+    return r.stdout if r.returncode == 0 else "(not a git checkout)"
+
+
 def _plan(commands: list[str]) -> tuple[list[str], list[str]]:
     """(the commands to run in order, the lines not run here)."""
     run, later, skipped = [], [], []
@@ -129,11 +136,14 @@ def test_every_readme_command_runs_on_the_lite_path(tmp_path):
     work = _user_folder(tmp_path)
     env = _shims(tmp_path)
     run, _ = _plan(readme_commands())
+    before = _repo_status()
     outputs = {}
     for cmd in run:
         r = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"README command failed ({r.returncode}): {cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         outputs[cmd] = r.stdout
+    # nothing written into the clone (configs/ and assets/ are links to it): only the user's folder
+    assert _repo_status() == before
     # what the README says they write and print
     assert (work / "saa_demo" / "report.html").is_file()
     assert (work / "banks" / "hazelnut" / "manifest.json").is_file()
