@@ -351,14 +351,16 @@ ensure_torch() {
       echo "==> installing $TORCH_PIN $TORCHVISION_PIN from PyPI (on Linux x86_64 the CUDA build: 6-7 GB with its CUDA libraries)"
       no_nvidia_gpu && echo "    no NVIDIA GPU found (no nvidia-smi): the CPU build is about 1 GB: stop now (Ctrl-C) and run bash install.sh --cpu"
     fi
+    cpu_hint=""
+    [[ "$TORCH_CPU" == 1 ]] && cpu_hint=" The CPU build comes from $TORCH_CPU_INDEX: if that index cannot be reached from here, set SAA_TORCH_CPU_INDEX to a mirror of it, or install torch yourself (any build that imports is kept)."
     # a torch that pip has installed but that does not import is installed again (pip would call it
     # "already satisfied"); only torch / torchvision themselves, their dependencies are left alone
     if [[ -n "$(torch_dist_version torch)" ]]; then
       "$PYTHON" -m pip install --force-reinstall --no-deps ${index[@]+"${index[@]}"} "$TORCH_PIN" "$TORCHVISION_PIN" \
-        || die "pip could not install torch again (see its message above); nothing was downloaded. Fix that and run bash install.sh again"
+        || die "pip could not install torch again (see its message above); nothing was downloaded.${cpu_hint} Fix that and run bash install.sh again"
     fi
     "$PYTHON" -m pip install ${index[@]+"${index[@]}"} "$TORCH_PIN" "$TORCHVISION_PIN" \
-      || die "pip could not install torch (see its message above); nothing was downloaded. Fix that and run bash install.sh again"
+      || die "pip could not install torch (see its message above); nothing was downloaded.${cpu_hint} Fix that and run bash install.sh again"
     TORCH_ACTION="installed by install.sh$([[ "$TORCH_CPU" == 1 ]] && echo " (--cpu)")"
     keep_torch torch torchvision
   fi

@@ -60,7 +60,7 @@ if [[ "${1:-}" == -m && "${2:-}" == pip ]]; then
       prev="$a"
     done
   } >> "$FAKE_PIP_LOG"
-  case " $* " in *" torch=="*) rm -rf "$FAKE_STUBS"/torch*; cp -r "$FAKE_PIP_TORCH"/. "$FAKE_STUBS"/ ;; esac
+  case " $* " in *" torch=="*) [[ -n "${FAKE_PIP_FAIL_TORCH:-}" ]] && exit 1; rm -rf "$FAKE_STUBS"/torch*; cp -r "$FAKE_PIP_TORCH"/. "$FAKE_STUBS"/ ;; esac
   exit 0
 fi
 exec "$REAL_PYTHON" "$@"
@@ -151,3 +151,18 @@ def test_without_cpu_flag_says_what_it_installs_and_fails_loudly_if_still_broken
     assert r.stderr.strip().splitlines()[-1] == (
         f"install.sh: error: torch was installed but still does not import: ImportError: {IMPORT_ERROR}")
     assert not any("-e .[test]" in line for line in pip)  # the package install is not attempted
+
+
+def test_cpu_build_that_pip_cannot_get_names_the_index_and_the_way_out(tmp_path):
+    """A torch that does not import, --cpu, and pip cannot install from the CPU index (e.g. it cannot
+    be reached): one line that names the index, the mirror variable and installing torch oneself."""
+    write_torch(tmp_path / "stubs", "2.14.1+cpu", broken=True)
+    index = "http://127.0.0.1:9/mirror/whl/cpu"
+    r, pip = run_install(tmp_path, "--no-weights", "--cpu", SAA_TORCH_CPU_INDEX=index, FAKE_PIP_FAIL_TORCH="1")
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("install.sh: error: pip could not install torch again (see its message above)")
+    assert f"The CPU build comes from {index}" in last and "SAA_TORCH_CPU_INDEX" in last
+    assert "install torch yourself" in last
+    assert [line for line in pip if line.startswith("pip ")] == [  # and nothing after it
+        f"pip install --force-reinstall --no-deps --index-url {index} torch==2.14.1 torchvision==0.29.1"]
