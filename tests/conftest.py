@@ -61,6 +61,17 @@ def tiny_models(tmp_path_factory):
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"), seed=0)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): on a shared 2-core machine many small CNN calls
+    are several times faster so. Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(autouse=True)
 def _no_user_settings(monkeypatch, tmp_path_factory):
     """No test reads the real per-user settings file (the weights folder install.sh recorded) or a

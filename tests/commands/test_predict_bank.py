@@ -28,15 +28,7 @@ CALIB = [f"{i:03d}.png" for i in (28, 46, 48, 53, 56, 58, 73, 80, 81, 93)]
 TEST = ["good/000.png", "broken_large/000.png", "contamination/003.png", "broken_small/004.png", "good/002.png"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine the CNN of many small calls is several times faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small(src: Path, dst: Path, side: int = 96) -> Path:

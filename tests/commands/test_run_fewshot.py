@@ -24,14 +24,7 @@ STEMS = ["000-a.b", "0001"]
 SEEDS = "0-1: 0002\n0-2: 0000 0003\n1-1: 0001\n1-2: 0001 0002\n2-1: 0003\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def put(src: Path, dst: Path, side: int = 64) -> None:

@@ -34,14 +34,7 @@ LITE = ["--method", "lite", "--set", "method_options.lite.size=64", "--set", "ou
         "--set", "dataset.options.eval_size=64", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small(src: Path, dst: Path, gray: bool = False) -> Path:
