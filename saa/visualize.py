@@ -106,7 +106,9 @@ def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
              under: Optional[float] = None) -> np.ndarray:
     """A vertical colour bar (RGB uint8, ``height`` rows, white background): the JET ramp of
     ``scale`` with ``ticks`` numbers from ``vmin`` (bottom) to ``vmax`` (top), ``scale.label``
-    below; ``marks``: ``(value, text)`` lines across the bar (e.g. the pixel threshold).
+    below; ``marks``: ``(value, text)`` or ``(value, text, rgb)`` lines across the bar (e.g. the
+    pixel threshold; default colour that of the predicted-defect outline); a mark's name is left
+    out where it would cover a number of the scale or an earlier mark's name.
 
     ``over`` / ``under``: the map shown reaches beyond the scale (e.g. a normalised score above 1:
     higher than anything in the run); the bar then gets an OPEN END there -- an arrow in the end
@@ -148,13 +150,16 @@ def colorbar(height: int, scale: MapScale, width: int = 62, ticks: int = 5,
         cv2.line(out, (2 + bar_w, y), (5 + bar_w, y), (0, 0, 0), 1)
         cv2.putText(out, _fmt(lo + f * (hi - lo)), (7 + bar_w, min(height - 18, max(10, y + 4))),
                     font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-    for value, text in marks:
+    written: list[int] = list(tick_ys)  # rows that carry a text: a mark's name never covers another
+    for mark in marks:
+        value, text = mark[0], mark[1]
+        color = tuple(mark[2]) if len(mark) > 2 else PREDICTED_COLOR
         if hi > lo and lo <= value <= hi:
             y = int(round(top + (1 - (value - lo) / (hi - lo)) * (n - 1)))
-            cv2.line(out, (0, y), (3 + bar_w, y), PREDICTED_COLOR, 2)
-            if text and all(abs(y - t) > 10 for t in tick_ys):  # never over a number of the scale
-                cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), font, 0.3,
-                            PREDICTED_COLOR, 1, cv2.LINE_AA)
+            cv2.line(out, (0, y), (3 + bar_w, y), color, 2)
+            if text and all(abs(y - t) > 10 for t in written):  # never over a number or another name
+                cv2.putText(out, text, (7 + bar_w, max(10, y - 3)), font, 0.3, color, 1, cv2.LINE_AA)
+                written.append(y)
     if scale.label:
         label = scale.label[:12] + (" open" if over is not None or under is not None else "")
         cv2.putText(out, label, (1, height - 4), font, 0.32, (0, 0, 0), 1, cv2.LINE_AA)
@@ -462,7 +467,7 @@ def prediction_panels(rgb: np.ndarray, prediction, gt_mask: Optional[np.ndarray]
     if scale is not None and "anomaly_map" in imgs:
         marks = [(float(pixel_threshold), "px thr")] if pixel_threshold is not None else []
         if review_threshold is not None:
-            marks.append((float(review_threshold), "review"))
+            marks.append((float(review_threshold), "review", REVIEW_COLOR))
         bars["anomaly_map"] = colorbar(bar_h, scale, marks=marks, over=over, under=under)
     if "saliency" in imgs and sal is not None:
         bars["saliency"] = colorbar(bar_h, MapScale(0.0, float(np.max(sal)) or 1.0, "saliency"))

@@ -141,3 +141,17 @@ def test_numbers_that_differ_never_read_the_same():
     text = V.verdict_text(s, "REVIEW", t, "raw", review_threshold=0.03)
     assert text.startswith("REVIEW  score ") and f"< threshold {b}" in text and ">= review 0.03," in text
     assert V.verdict_color("REVIEW") == V.REVIEW_COLOR
+
+
+def test_close_marks_keep_their_lines_and_one_readable_name():
+    """Two thresholds at almost one height (a bank's REVIEW and pixel thresholds): both lines are
+    drawn, each in its colour, and only the first name is written (no names printed over each other)."""
+    scale = V.MapScale(0.0, 1.0, "raw")
+    one = V.colorbar(200, scale, marks=[(0.62, "px thr")])
+    both = V.colorbar(200, scale, marks=[(0.62, "px thr"), (0.615, "review", V.REVIEW_COLOR)])
+    apart = V.colorbar(200, scale, marks=[(0.62, "px thr"), (0.35, "review", V.REVIEW_COLOR)])
+    text = slice(20, None)  # right of the ramp: where names and numbers are written
+
+    assert np.all(both[:, :14] == V.REVIEW_COLOR, axis=-1).any()        # the REVIEW line, in its own colour
+    assert np.array_equal(both[:, text], one[:, text])                  # ... but no name over "px thr"
+    assert not np.array_equal(apart[:, text], one[:, text])             # apart, both names are written
