@@ -22,6 +22,8 @@ run here, each said in the output:
 * its Grounding DINO copy is not compiled (no ``_C`` extension; the authors build it with
   ``pip install -e GroundingDINO``): the deformable attention runs the package's PyTorch path
   (``multi_scale_deformable_attn_pytorch``), which is what it runs on a CPU;
+* its Grounding DINO copy builds BERT only from a hub name (``bert-base-uncased``): the model
+  files' local BERT folder is loaded from that folder (``patch_text_encoder``);
 * ``build_sam`` builds ViT-H, so the SAM file must be a ViT-H one (``benchmark.py --sam vit_h``).
 
 An image on which the code fails (it does when no object box survives) is listed in
@@ -79,6 +81,26 @@ def patch_backbone(saliency_checkpoint: str, backbone: str = "wide_resnet50_2") 
         return model
 
     modelinet.timm = type("timm_patched", (), {"create_model": staticmethod(create_model)})
+
+
+def patch_text_encoder() -> None:
+    """The authors' Grounding DINO copy builds its BERT only from a hub NAME (``bert-base-uncased`` /
+    ``roberta-base``; anything else is a ValueError): a local BERT folder (the random one of the
+    model files) is loaded from that folder instead, as the newer ``groundingdino`` package does."""
+    import os
+
+    from groundingdino.util import get_tokenlizer
+
+    real = get_tokenlizer.get_pretrained_language_model
+
+    def get_pretrained_language_model(text_encoder_type):
+        if isinstance(text_encoder_type, str) and os.path.isdir(text_encoder_type):
+            note(f"Grounding DINO: text encoder loaded from the folder {text_encoder_type} (its copy takes only "
+                 "hub names)")
+            return get_tokenlizer.BertModel.from_pretrained(text_encoder_type)
+        return real(text_encoder_type)
+
+    get_tokenlizer.get_pretrained_language_model = get_pretrained_language_model
 
 
 def patch_deformable_attention() -> None:
@@ -150,6 +172,7 @@ def run(args, result: dict) -> int:
     t0 = time.perf_counter()
     SAA = import_authors(Path(args.snapshot))
     patch_backbone(files["saliency_checkpoint"])
+    patch_text_encoder()
     model = SAA.Model(dino_config_file=files["grounding_config"], dino_checkpoint=files["grounding_checkpoint"],
                       sam_checkpoint=files["sam_checkpoint"], box_threshold=args.box_threshold,
                       text_threshold=args.text_threshold, out_size=args.out_size, device=args.device)
