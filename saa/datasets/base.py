@@ -162,8 +162,9 @@ class AnomalyDataset(abc.ABC):
 
     def _collect_train(self, category: str) -> list[Sample]:
         """The good training images of one category (sorted by the caller); only called when
-        ``has_train_images``."""
-        raise NotImplementedError
+        ``has_train_images`` (a layout that says it has them overrides this)."""
+        raise DatasetError(f"dataset kind {type(self).__name__} says it has training images but does not list them "
+                       "(_collect_train is not implemented)")
 
     def _no_train_reason(self) -> str:
         """Why the layout has no training images (the end of the error of :meth:`train_samples`)."""
