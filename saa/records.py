@@ -32,6 +32,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_serializer, model_validator)
 
 from .config import MAX_EVAL_SIZE, MAX_OUT_SIZE
+from .config.messages import loc_path
 from .errors import SaaError
 
 __all__ = ["RecordError", "TooLarge", "read_json", "parse_json", "parse_record", "NormalisationRecord",
@@ -101,16 +102,6 @@ def read_json(path: Path | str, what: str, hint: str = "") -> Any:
         raise RecordError(f"{path}: corrupt ({str(e)[:80]}), not {what}{tail}") from None
 
 
-def _loc(loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def _short(value: Any) -> str:
     text = repr(value) if not isinstance(value, TooLarge) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -122,7 +113,8 @@ def validation_message(e: ValidationError) -> str:
     # a wrong value says more than a missing field (which often follows from the same mistake)
     errors = sorted(errors, key=lambda err: err.get("type") == "missing")
     first = errors[0]
-    where = _loc(first.get("loc", ()))
+    loc = first.get("loc", ())
+    where = loc_path(loc) if loc else ""
     msg = str(first.get("msg", "invalid"))
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]

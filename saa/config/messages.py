@@ -58,9 +58,10 @@ def _keys_at(root: type[BaseModel], loc: Sequence[Any]) -> Optional[list[str]]:
     return None
 
 
-def _loc_to_path(loc: Sequence[Any]) -> str:
+def loc_path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a dotted key path (``models.sam[0]``; ``(top level)`` when empty)."""
     if len(loc) >= 2 and loc[-1] == "[key]":  # a mapping key itself is invalid
-        return f"{_loc_to_path(loc[:-2])} key {_short_repr(loc[-2], 60)}"
+        return f"{loc_path(loc[:-2])} key {_short_repr(loc[-2], 60)}"
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -95,7 +96,7 @@ def _format_one(err: Mapping[str, Any], root: type[BaseModel], skip: int = 0) ->
     """``skip``: leading parts of the key path that lie above ``root``."""
     loc = tuple(err.get("loc", ()))
     kind = err.get("type", "")
-    path = _loc_to_path(loc)
+    path = loc_path(loc)
     value = err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "missing":
@@ -131,7 +132,7 @@ def _format_validation_error(
         if prefix:
             err = {**err, "loc": (*prefix, *err.get("loc", ()))}
         line = _format_one(err, root, len(prefix))
-        path = _loc_to_path(err.get("loc", ()))
+        path = loc_path(err.get("loc", ()))
         for key, item in (override_keys or {}).items():
             if path == key or path.startswith(key + ".") or path.startswith(key + "["):
                 line += f" [from --set {item}]"

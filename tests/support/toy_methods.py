@@ -40,6 +40,7 @@ class ColourReferences(Method):
 
     name = "toy_colour_refs"
     panels = ("image", "anomaly_map")
+    label_text = "toy colour references"
 
     @property
     def needs_references(self) -> bool:
@@ -51,8 +52,18 @@ class ColourReferences(Method):
             data["refs"] = reference_set_id(references)
         return hash_of(data)
 
+    @property
+    def cell(self) -> int:
+        """Side of the colour grid (cell x cell cells)."""
+        return 8
+
+    def image_score(self, full):
+        """None: the engine's default (the max of the output-size map)."""
+        return None
+
     def reference_features(self, rgb):
-        small = torch.from_numpy(cv2.resize(rgb, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float32))
+        c = self.cell
+        small = torch.from_numpy(cv2.resize(rgb, (c, c), interpolation=cv2.INTER_AREA).astype(np.float32))
         return torch.nn.functional.normalize(small.permute(2, 0, 1) + 1.0, dim=0)
 
     def bank_settings(self):
@@ -63,8 +74,9 @@ class ColourReferences(Method):
         if bank is not None:
             grid = bank.scores(index) if index is not None else bank.scores_for(self.reference_features(rgb))
         if grid is None:
-            grid = np.zeros((8, 8), np.float32)
+            grid = np.zeros((self.cell,) * 2, np.float32)
         full = cv2.resize(grid, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         size = int(self.config.out_size)
         return Prediction(category=category, anomaly_map=cv2.resize(full, (size, size)), anomaly_map_full=full,
-                          method=self.name, method_label="toy colour references", has_regions=False)
+                          method=self.name, method_label=self.label_text, has_regions=False,
+                          image_score=self.image_score(full))

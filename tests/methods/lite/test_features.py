@@ -9,7 +9,6 @@ import pytest
 from saa.saliency.cross import pool_features
 
 from brute_force import brute_force_per_image
-from tests.conftest import BOTTLE
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +25,6 @@ def _lite_maps(lite, images):
 
     bank = CrossImageBank.from_features([lite.reference_features(im) for im in images], **lite.bank_settings())
     return [lite.map_of(im, bank.scores(i))[0] for i, im in enumerate(images)]
-
-
-@pytest.fixture(scope="module")
-def bottle_set():
-    from saa.image_io import read_mask, read_rgb
-
-    if not BOTTLE.is_dir():
-        pytest.skip(f"real images missing: {BOTTLE}")
-    picks = [("good", "000"), ("good", "002"), ("broken_large", "000"), ("broken_small", "000"),
-             ("contamination", "000")]
-    out = []
-    for t, i in picks:
-        img = read_rgb(BOTTLE / "test" / t / f"{i}.png")[::3, ::3].copy()  # 300 x 300: faster
-        mask = np.zeros(img.shape[:2], bool) if t == "good" else \
-            read_mask(BOTTLE / "ground_truth" / t / f"{i}_mask.png")[::3, ::3]
-        out.append((img, mask))
-    return out
 
 
 def test_lite_real_bottle(lite, bottle_set):

