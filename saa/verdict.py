@@ -281,7 +281,8 @@ def load_decision(run_dir, category: str, missing_ok: bool = False, accept_weak:
         why = ("the run's test set is unlabelled" if not result.labelled
                else "the run was made before saa recorded thresholds")
         raise SaaError(f"{where}: no thresholds recorded ({why}); run `saa run` on a labelled set "
-                       f"(rerunning with the same --out reuses the stored maps)")
+                       f"(rerunning with the same --out reuses the stored maps), or set them from good parts "
+                       f"alone: saa bank build, saa bank calibrate, then saa predict --bank BANK")
     images = rec.quality.images if rec.quality is not None else cats[category].counts.images
     return Decision(rec.image_threshold, rec.pixel_threshold, Normalisation.from_record(rec.normalisation),
                     rec.method, rec.fingerprint, rec.out_size, where, rec.quality, bool(accept_weak), True,

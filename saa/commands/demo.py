@@ -135,7 +135,9 @@ def _category(meth, cat: str, paths, out: Path, decision, options, names, failed
     section = [f"<h2>{esc(cat)}</h2><p class=\"small\">{len(outcome.results)} image(s) on one colour scale "
                f"({esc(scale.label)} {scale.vmin:.4g} to {scale.vmax:.4g})"
                + (f"; thresholds from <code>{esc(decision.source)}</code>" if decision else
-                  "; no threshold given (--thresholds-from RUN_DIR), so no verdict") + "</p>"]
+                  "; no threshold given, so no verdict (verdicts come from --thresholds-from RUN_DIR, or from "
+                  "good parts alone: <code>saa bank build</code>, <code>saa bank calibrate</code>, then "
+                  "<code>saa predict --bank</code>; README &quot;Your own parts&quot;)") + "</p>"]
     for res in outcome.results:
         panels = res.files["panels"].read_bytes()
         name = Path(res.input.name).name

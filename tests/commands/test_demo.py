@@ -51,6 +51,8 @@ def test_demo_lite_on_the_bundled_samples(tmp_path, capsys):
         assert np.load(out / f"{s.stem}.npy").shape == cv2.imread(str(s)).shape[:2]
     html = (out / "report.html").read_text()
     assert "LITE method" in html and "bash install.sh" in html and html.count("<img") == len(samples)
+    # no thresholds given: the page says where verdicts come from, the good-parts path included
+    assert "no verdict" in html and "saa bank calibrate" in html and "--thresholds-from" in html
     # --method full without the files: a clear error
     assert main(["demo", "--method", "full", "--out", str(out), "--set", f"models.weights_dir={tmp_path / 'none'}"]) == 1
     assert "bash install.sh" in capsys.readouterr().err
