@@ -19,6 +19,7 @@ import by name: the plug-in ``plugin_method`` (also loaded through an entry poin
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -42,6 +43,33 @@ PCB = REALDATA / "visa_pcb_samples__rezafarjad_industrial-pcb-anomaly-detection"
 HAZELNUT = REALDATA / "hazelnut_toy_docs__openvinotoolkit_anomalib" / "hazelnut_toy"
 VISA_CSV = REALDATA / "visa_split_csv__amazon-science_spot-diff" / "split_csv" / "1cls.csv"
 MVTEC_CONFIG = REPO / "configs" / "mvtec.yaml"
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n N``) the N workers share the machine's cores: each worker, and each
+    process a test starts (through OMP_NUM_THREADS), computes with its share of the threads instead
+    of all of them, so workers do not fight over the cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 2:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = share
+    import torch
+
+    torch.set_num_threads(int(share))
+
+
+_share_the_cores_between_workers()
+
+
+def free_port() -> str:
+    """A TCP port of 127.0.0.1 free right now (torchrun's --master_port, the UI's port): no fixed port
+    that another test, another pytest-xdist worker or another program may hold."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
 
 #: side of the images of the dataset trees (Grounding DINO still works at 800 px: each costs seconds)
 TREE_SIDE = 160

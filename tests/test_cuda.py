@@ -28,7 +28,7 @@ from saa.image_io import read_rgb
 from saa.methods.saa_plus import SAAPipeline
 from saa.testing import synthetic_image, tiny_config_overrides
 
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, free_port  # noqa: E402
 MVTEC = REPO / "configs" / "mvtec.yaml"
 SAMPLES = REPO / "assets" / "samples"
 SMALL = ["general_prompts=[]", "out_size=64", "dataset.options.eval_size=64"]
@@ -217,9 +217,8 @@ def _torchrun(tiny_models, data, out: Path, nproc: int, env_extra: dict, device:
     if nproc == 1:
         cmd = [sys.executable] + args
     else:
-        port = str(29500 + (os.getpid() + nproc) % 400)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-               "127.0.0.1", "--master_port", port] + args
+               "127.0.0.1", "--master_port", free_port()] + args
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     return r

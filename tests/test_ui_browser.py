@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from saa.testing import tiny_config_overrides
 
 import plugin_method  # tests/support: the plug-in written in one file
 
-from tests.conftest import BOTTLE, REPO, SUPPORT
+from tests.conftest import BOTTLE, REPO, SUPPORT, free_port
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 #: SAA_WRITE_SCREENSHOTS=1: refresh assets/ui_screenshot.png from a plain UI (no test plug-in, the
@@ -36,14 +35,6 @@ def _need(ok: bool, what: str) -> None:
         if IN_CI:
             pytest.fail(f"UI test cannot run in CI: {what}")
         pytest.skip(what)
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _browser_paths() -> tuple[str | None, str | None]:
@@ -67,7 +58,7 @@ def ui(tiny_models, tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     tmp_path = tmp_path_factory.mktemp("ui")
-    port = _free_port()
+    port = int(free_port())
     sets = tiny_config_overrides(tiny_models) + ["general_prompts=[]"]
     cmd = [sys.executable, "-m", "saa.cli", "ui", "--config", str(REPO / "configs" / "mvtec.yaml"),
            "--port", str(port)] + [a for s in sets for a in ("--set", s)]

@@ -24,7 +24,7 @@ from saa.run import evaluate_run
 from saa.testing import tiny_config_overrides
 
 
-from tests.conftest import BOTTLE, REPO, SUPPORT
+from tests.conftest import BOTTLE, REPO, SUPPORT, free_port
 
 MVTEC = REPO / "configs" / "mvtec.yaml"
 SMALL = ["general_prompts=[]", "out_size=64", "dataset.options.eval_size=64"]
@@ -183,9 +183,8 @@ def test_torchrun_gives_the_maps_of_one_process(tiny_models, tmp_path, name, mak
     one, two = tmp_path / "one", tmp_path / "two"
     r = subprocess.run([sys.executable] + args(one), env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    port = str(29500 + sum(map(ord, name)) % 400)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", port] + args(two), env=env, capture_output=True, text=True,
+                        "127.0.0.1", "--master_port", free_port()] + args(two), env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "rank 1/2: computed 1 images" in r.stdout  # images 0 and 2 on rank 0, image 1 on rank 1

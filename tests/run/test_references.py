@@ -22,7 +22,7 @@ from saa.cli import main
 from saa.config import config_from_dict
 from saa.naming import stored_stem
 
-from tests.conftest import BOTTLE, REPO, SHARED
+from tests.conftest import BOTTLE, REPO, SHARED, free_port
 
 SEEDS = SHARED / "fewshot" / "seeds_mvtec"
 #: k = 5 of seed runs 0 and 1 (shared/fewshot/seeds_mvtec/bottle)
@@ -204,7 +204,7 @@ def test_torchrun_shards_share_the_bank(tree, tmp_path):
     r = subprocess.run([sys.executable, *args, "--out", str(one)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", "29871", *args, "--out", str(two)], env=env,
+                        "127.0.0.1", "--master_port", free_port(), *args, "--out", str(two)], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "5 images (5 computed by 2 processes, 0 reused)" in r.stdout, r.stdout

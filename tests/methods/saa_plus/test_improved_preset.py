@@ -20,7 +20,7 @@ from saa.run import evaluate_run
 from saa.saliency.bank import CrossImageBank
 from saa.testing import tiny_config_overrides
 
-from tests.conftest import BOTTLE, PCB, REPO
+from tests.conftest import BOTTLE, PCB, REPO, free_port
 
 
 MVTEC = REPO / "configs" / "mvtec.yaml"
@@ -304,7 +304,7 @@ def test_saa_run_improved_one_and_two_processes_and_resume(tmp_path, tiny_models
 
     two = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", "29541"] + _run_args(data, two, tiny_models)
+           "--master_port", free_port()] + _run_args(data, two, tiny_models)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "rank 1/2: computed 1 images" in r.stdout
