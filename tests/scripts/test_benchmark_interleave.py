@@ -20,6 +20,7 @@ def test_interleaved_baseline_and_stage_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = bench.main(["--models", "tiny", "--image-files", "mvtec_ad__*/bottle/test/broken_large/000.png",
                      "mvtec_ad__*/bottle/test/good/000.png", "--baseline", "--exact", "--interleave", "--repeat", "1",
+                     "--no-saliency-steps",  # the saliency-steps timing has its own test (test_benchmark.py)
                      "--cache", str(tmp_path / "cache"), "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
