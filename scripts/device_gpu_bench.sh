@@ -3,7 +3,7 @@
 #   here:        bash scripts/prepare_device.sh [--authors PATH]       (wheels, images, the authors' code)
 #   device tool: run(command="bash scripts/device_gpu_bench.sh", carry=[".whl", ".gpudata", ".authors"],
 #                    timeout_s=560)
-#   dry run on the CPU (tiny models, 2 images, bf16 at B=2 only; tests/test_gpu_bench.py runs it):
+#   dry run on the CPU (tiny models, 2 images, bf16 at B=2 only; tests/scripts/test_device_gpu_bench.py runs it):
 #                bash scripts/device_gpu_bench.sh --dry-run
 #
 # On the same random-weight real-size files (Swin-T Grounding DINO 6+6 layers with a BERT-base-sized

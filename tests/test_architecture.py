@@ -2,7 +2,8 @@
 (import-linter, function-level imports included), the module table of docs/architecture.md matches
 the package, and the tests mirror the package: the tests of ``saa/X/Y.py`` are ``tests/X/test_Y.py``
 (or ``tests/X/test_Y_<aspect>.py``), those of ``scripts/Y.py`` are ``tests/scripts/test_Y*.py``, and
-the few that test no one module are listed in LAYOUT_EXCEPTIONS with the reason."""
+the few that test no one module are listed in LAYOUT_EXCEPTIONS with the reason; every test file the
+docs and the code name exists."""
 from __future__ import annotations
 
 import ast
@@ -103,10 +104,33 @@ def test_each_test_file_lives_where_its_module_is():
 
 
 def test_test_folders_are_packages():
-    """Two test files may share a name in two folders (tests/commands/test_report.py beside
-    tests/test_report.py) only when every folder of tests/ is a package."""
+    """Two test files may share a name in two folders (tests/models/test_features.py beside
+    tests/methods/lite/test_features.py) only when every folder of tests/ is a package."""
     tests = REPO / "tests"
     missing = sorted(str(d.relative_to(REPO)) for d in [tests, *tests.rglob("*")]
                      if d.is_dir() and d.name not in ("support", "__pycache__") and "support" not in d.parts
                      and any(d.glob("*.py")) and not (d / "__init__.py").is_file())
     assert not missing, f"test folders without __init__.py: {missing}"
+
+
+#: where a test file may be named for a reader: prose, docstrings, comments, scripts
+_NAMED_IN = ["README.md", "docs/*.md", "saa/**/*.py", "scripts/*", "tests/**/*.py", ".ci/*", "pyproject.toml"]
+_TEST_PATH = re.compile(r"\btests/(?:[a-z0-9_]+/)*test_[a-z0-9_]+\.py(?:::\w+)?")  # not tests/X/test_Y.py
+
+
+def test_every_test_file_named_in_the_docs_and_code_exists():
+    """A test file (and a test function, ``path::name``) named in the README, docs/, the code, the
+    scripts or another test exists: moving tests (issue 20) left docs pointing at old paths."""
+    stale = []
+    for pattern in _NAMED_IN:
+        for path in sorted(REPO.glob(pattern)):
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            for ref in sorted(set(_TEST_PATH.findall(path.read_text(encoding="utf-8", errors="replace")))):
+                file, _, func = ref.partition("::")
+                target = REPO / file
+                if not target.is_file():
+                    stale.append(f"{path.relative_to(REPO)}: {ref} (no such file)")
+                elif func and not re.search(rf"^def {func}\(", target.read_text(encoding="utf-8"), re.M):
+                    stale.append(f"{path.relative_to(REPO)}: {ref} (no such test in the file)")
+    assert not stale, "test files named where they are not:\n" + "\n".join(stale)

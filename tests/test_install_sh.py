@@ -4,7 +4,7 @@ it records, and the torch it keeps.
 Nothing here touches the real home folder, the network or the Python environment: HOME /
 XDG_CONFIG_HOME point into tmp_path, the mirror variables point at 127.0.0.1 (a closed port, or a
 local HTTP server serving stand-in files), and the torch tests run install.sh with a `python`
-whose `-m pip` only logs (tests/test_install_torch.py).
+whose `-m pip` only logs (tests/test_install_sh_torch.py).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ both major versions share:
 Grounding DINO uses the text encoder as a plain (non-decoder, no cache) encoder, so nothing else
 of the original forward is reachable. Under transformers 4 the package's own code is left alone
 (:func:`needed` is false), so runs there are bit-identical to before. The fidelity test
-(``tests/test_fidelity.py``) checks the patched detector against the authors' outputs.
+(``tests/methods/saa_plus/test_pipeline_fidelity.py``) checks the patched detector against the authors' outputs.
 """
 from __future__ import annotations
 

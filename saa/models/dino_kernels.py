@@ -23,7 +23,7 @@ only a handful of tokens. :func:`bi_attention_folded` folds the projections into
 * text output ``(P_l v) Wv^T + bv`` (the softmax rows sum to 1).
 
 Both are the same formulas with a different order of floating-point operations: their outputs agree
-with the package's to float32 rounding (``tests/test_dino_kernels.py``). A detector with random
+with the package's to float32 rounding (``tests/models/test_dino_kernels.py``). A detector with random
 weights can amplify such last-bit differences (a query swapped at the top-900 boundary of the
 two-stage selection); ``scripts/benchmark.py --baseline`` reports the end-to-end map difference.
 

@@ -24,7 +24,7 @@ Two things differ from the package and are handled here: transformers hard-codes
 bert-base-uncased's ``[CLS] [SEP] . ?`` as the sub-sentence separators (``special_tokens``), which
 are set from the actual tokenizer after loading; and its box head's inverse sigmoid clamps at 1e-5
 where the package clamps at 1e-3 (only boxes within 1e-3 of the image border or of zero size can
-differ, see ``tests/test_backends.py`` for the measured differences).
+differ, see ``tests/models/test_backends.py`` for the measured differences).
 """
 from __future__ import annotations
 

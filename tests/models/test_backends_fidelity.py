@@ -8,7 +8,7 @@ Measured here (2 CPU threads, the first MVTec bottle case):
   4 queries up to 0.54 (box) / 0.023 (prob). Those 4 are the random detector's amplification of
   float rounding (two-stage top-900 proposals whose scores lie ~1e-4 apart: one swap reorders the
   decoder's query pairing; docs/fidelity_and_speed.md, Speed): the groundingdino backend itself differs from the
-  authors' outputs at the same 4 queries on this CPU (``tests/test_fidelity.py`` allows 5 %), and no
+  authors' outputs at the same 4 queries on this CPU (``tests/methods/saa_plus/test_pipeline_fidelity.py`` allows 5 %), and no
   decision changes (same queries over the box threshold, same phrases);
 * SAM (transformers, converted from ``sam_small.pth``) on the authors' 24 object boxes: low-res
   logits within 1.4e-3 of the segment_anything backend's (embeddings 1e-5); the 830 pixels (of
