@@ -119,8 +119,8 @@ _TEST_PATH = re.compile(r"\btests/(?:[a-z0-9_]+/)*test_[a-z0-9_]+\.py(?:::\w+)?"
 
 
 def test_every_test_file_named_in_the_docs_and_code_exists():
-    """A test file (and a test function, ``path::name``) named in the README, docs/, the code, the
-    scripts or another test exists: moving tests (issue 20) left docs pointing at old paths."""
+    """A test file (and a test function or class, ``path::name``) named in the README, docs/, the
+    code, the scripts or another test exists: moving tests (issue 20) left docs pointing at old paths."""
     stale = []
     for pattern in _NAMED_IN:
         for path in sorted(REPO.glob(pattern)):
@@ -131,6 +131,6 @@ def test_every_test_file_named_in_the_docs_and_code_exists():
                 target = REPO / file
                 if not target.is_file():
                     stale.append(f"{path.relative_to(REPO)}: {ref} (no such file)")
-                elif func and not re.search(rf"^def {func}\(", target.read_text(encoding="utf-8"), re.M):
+                elif func and not re.search(rf"^(?:def|class) {func}\b", target.read_text(encoding="utf-8"), re.M):
                     stale.append(f"{path.relative_to(REPO)}: {ref} (no such test in the file)")
     assert not stale, "test files named where they are not:\n" + "\n".join(stale)
